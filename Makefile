@@ -1,0 +1,33 @@
+# Thin wrappers: the logic lives in course_utils and tests/. See README.md.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: lab test release solutions
+
+## make lab: install if needed, copy new chapters into work/ (never overwriting), start JupyterLab on work/
+lab: $(STAMP)
+	$(PY) -m course_utils.workspace
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=work $(LAB_ARGS)
+
+## make test: install if needed, then the whole test suite (what CI runs)
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## make release: regenerate notebooks/ from solutions/ with nbgrader
+release: $(STAMP)
+	$(PY) -m course_utils.release
+
+## make solutions: re-execute solutions/ in place so their committed outputs are fresh
+solutions: $(STAMP)
+	$(PY) -m course_utils.release --execute-solutions
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, from its exact pin: a looser request would pull CUDA wheels.
+	$(PY) -m pip install --quiet "$$(grep '^torch==' requirements.txt)"
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@

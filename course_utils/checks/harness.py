@@ -1,0 +1,292 @@
+"""The check harness shared by every chapter's autograders.
+
+A check is a function ``check_<thing>(student_answer, seed=0, **sizes)`` that:
+
+1. refuses the answer key itself (:meth:`Check.refuse_answer_key`);
+2. runs the student's code on seeded random inputs through :meth:`Check.call`, which turns
+   any exception into an :class:`CheckFailure` that says what was called with what;
+3. compares results with :func:`expect_close` (shape, dtype, device, then values, with the
+   largest error and where it is, and the likely mistake) and property helpers;
+4. repeats on every device in :func:`course_utils.device.available_devices`;
+5. ends with :meth:`Check.passed`, one short line on stdout.
+
+A correct answer writes nothing to stderr: nbgrader scores a grade cell with stderr output
+as 0, so warnings raised by student code are caught and reported on stdout instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NoReturn
+
+import torch
+from torch import Tensor, nn
+
+from course_utils.device import available_devices
+from course_utils.guard import ReferenceUsedError, answer_key_name, forbid
+
+
+class CheckFailure(AssertionError):
+    """A check found something to fix. The message says what, and usually why."""
+
+
+def fail(message: str) -> NoReturn:
+    """Stop the check with a message for the student."""
+    raise CheckFailure(message)
+
+
+def describe(x: Any) -> str:
+    """A short description of a value for messages: tensors by shape, dtype and device."""
+    if isinstance(x, Tensor):
+        return f"tensor of shape {tuple(x.shape)}, {str(x.dtype).replace('torch.', '')}, on {x.device.type}"
+    if isinstance(x, (tuple, list)):
+        inner = ", ".join(describe(v) for v in x)
+        return f"{type(x).__name__} of {len(x)}: ({inner})"
+    if x is None:
+        return "None"
+    return f"{type(x).__name__} {x!r}" if isinstance(x, (int, float, bool, str)) else type(x).__name__
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch for a block without disturbing the notebook's own random state."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def devices() -> list[torch.device]:
+    """The devices every check runs on (CPU, and CUDA when present)."""
+    return available_devices()
+
+
+def device_names() -> str:
+    """``"cpu"`` or ``"cpu/cuda"``, for success lines."""
+    return "/".join(d.type for d in devices())
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(atol, rtol) loose enough for a different but correct order of operations."""
+    if dtype == torch.float64:
+        return 1e-9, 1e-7
+    return 2e-5, 1e-4
+
+
+class Check:
+    """One run of one autograder: calls into student code and reports the outcome.
+
+    Args:
+        title: what is checked, as the student named it (``"scaled_dot_product_attention"``).
+        answer_key: the :func:`course_utils.guard.answer_key` name the student must not use.
+    """
+
+    def __init__(self, title: str, answer_key: str | None = None) -> None:
+        self.title = title
+        self.answer_key = answer_key or title
+        self.caught_warnings: list[str] = []
+
+    def refuse_answer_key(self, obj: Any) -> None:
+        """Fail when ``obj`` is the answer key itself, a subclass or an instance of it."""
+        if answer_key_name(obj) == self.answer_key:
+            fail(
+                f"this is course_utils' own implementation of {self.answer_key} (imported "
+                f"from course_utils.reference); write yours in the exercise cell and run "
+                f"that cell before this check."
+            )
+
+    def call(self, fn: Callable[..., Any], *args: Any, what: str | None = None,
+             on_error: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+        """Call student code; any exception becomes a CheckFailure that a student can act on.
+
+        Args:
+            what: how to name the call in messages (default: ``"<title>(...)"``).
+            on_error: substrings of an error message mapped to a hint about its usual cause.
+        """
+        what = what or f"{self.title}(...)"
+        with forbid(self.answer_key), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = fn(*args, **kwargs)
+            except NotImplementedError:
+                fail(
+                    f"{what} is not implemented yet: replace `raise NotImplementedError()` in "
+                    f"its exercise cell with your code, run that cell, then run this check again."
+                )
+            except ReferenceUsedError as error:
+                fail(f"{what}: {error}")
+            except CheckFailure:
+                raise
+            except Exception as error:  # noqa: BLE001 - any student error becomes a message
+                arguments = [describe(a) for a in args]
+                arguments += [f"{k}={describe(v)}" for k, v in kwargs.items()]
+                message = (
+                    f"{what} raised {type(error).__name__}: {error}\n"
+                    f"It was called with: {'; '.join(arguments) or 'no arguments'}."
+                )
+                for needle, hint in (on_error or {}).items():
+                    if needle in str(error):
+                        message += f"\nHint: {hint}"
+                        break
+                fail(message)
+        for w in caught:
+            text = f"{w.category.__name__}: {w.message}"
+            if text not in self.caught_warnings:
+                self.caught_warnings.append(text)
+        return result
+
+    def passed(self, summary: str) -> None:
+        """Print the one success line (and, on stdout, any warnings the student's code raised)."""
+        print(f"✓ {self.title}: {summary}")
+        for text in self.caught_warnings:
+            print(f"  note: your code raised a warning (not an error, no points lost): {text}")
+
+
+def expect_tensor(x: Any, what: str, shape: tuple[int, ...] | None = None,
+                  hint: str | None = None) -> Tensor:
+    """Fail unless ``x`` is a tensor (of ``shape`` when given)."""
+    if not isinstance(x, Tensor):
+        fail(f"{what} should be a torch.Tensor, but it is {describe(x)}.")
+    if shape is not None and tuple(x.shape) != tuple(shape):
+        message = f"{what} has shape {tuple(x.shape)}, expected {tuple(shape)}."
+        fail(message + (f"\nHint: {hint}" if hint else ""))
+    return x
+
+
+def expect_pair(result: Any, what: str, names: tuple[str, str]) -> tuple[Any, Any]:
+    """Fail unless ``result`` is a 2-tuple (e.g. ``(output, weights)``)."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        fail(f"{what} should return a tuple ({names[0]}, {names[1]}), but it returned {describe(result)}.")
+    return result[0], result[1]
+
+
+def _matches(actual: Tensor, candidate: Tensor) -> bool:
+    if candidate.shape != actual.shape:
+        return False
+    atol, rtol = tolerance(actual.dtype)
+    return bool(torch.allclose(actual.detach(), candidate.detach().to(actual.dtype), atol=atol, rtol=rtol,
+                               equal_nan=True))
+
+
+def expect_close(actual: Any, expected: Tensor, what: str, *,
+                 mistakes: Mapping[str, Tensor | Callable[[], Tensor]] | None = None,
+                 hint: str | None = None, shape_hint: str | None = None) -> Tensor:
+    """Compare a student's tensor with the expected one: shape, dtype, device, then values.
+
+    Args:
+        mistakes: known wrong results, each keyed by the explanation to show when ``actual``
+            matches it (e.g. ``{"the scores were not divided by sqrt(d_k)": unscaled}``).
+            Values may be callables, evaluated only when needed.
+        hint: appended to a value mismatch that matches no known mistake.
+        shape_hint: appended to a shape mismatch.
+    """
+    expect_tensor(actual, what, tuple(expected.shape), hint=shape_hint)
+    if actual.dtype != expected.dtype:
+        fail(
+            f"{what} has dtype {actual.dtype}, expected {expected.dtype} (the inputs' dtype). "
+            f"Build new tensors from the inputs (e.g. torch.zeros_like, x.new_tensor) rather than "
+            f"with a fixed dtype."
+        )
+    if actual.device != expected.device:
+        fail(
+            f"{what} is on {actual.device}, but the inputs were on {expected.device}. Create new "
+            f"tensors on the inputs' device (device=x.device) or with *_like functions."
+        )
+    actual_d = actual.detach()
+    expected_d = expected.detach()
+    bad_nan = torch.isnan(actual_d) & ~torch.isnan(expected_d)
+    if bad_nan.any():
+        index = tuple(int(i) for i in bad_nan.nonzero()[0])
+        fail(f"{what} contains NaN (first at index {index}) where the expected value is "
+             f"{expected_d[index].item():.6g}." + (f"\nHint: {hint}" if hint else ""))
+    atol, rtol = tolerance(expected.dtype)
+    error = (actual_d - expected_d).abs().nan_to_num(nan=0.0, posinf=math.inf)
+    allowed = atol + rtol * expected_d.abs().nan_to_num(nan=0.0)
+    out_of_tolerance = error > allowed
+    if not out_of_tolerance.any():
+        return actual
+    flat = int(error.flatten().argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), error.shape))
+    message = (
+        f"{what} has the right shape {tuple(expected.shape)} but wrong values: "
+        f"{int(out_of_tolerance.sum())} of {error.numel()} entries are off; the largest error is "
+        f"{error[index].item():.3g} at index {index} (yours {actual_d[index].item():.6g}, "
+        f"expected {expected_d[index].item():.6g})."
+    )
+    for explanation, candidate in (mistakes or {}).items():
+        value = candidate() if callable(candidate) else candidate
+        if value is not None and _matches(actual_d, value):
+            fail(message + f"\nLikely mistake: {explanation}")
+    fail(message + (f"\nHint: {hint}" if hint else ""))
+
+
+def expect_grad_flows(output: Tensor, inputs: Mapping[str, Tensor], what: str) -> None:
+    """Fail when ``output`` is cut off from the autograd graph of ``inputs``."""
+    if not output.requires_grad:
+        fail(
+            f"{what} does not carry gradients back to its inputs: something in it leaves "
+            f"the autograd graph (.detach(), .item(), .numpy(), torch.no_grad(), or building a "
+            f"new tensor from Python numbers). Keep every step a torch operation on the inputs."
+        )
+
+
+def compare_gradients(student_out: Tensor, expected_out: Tensor,
+                      student_inputs: Mapping[str, Tensor], expected_inputs: Mapping[str, Tensor],
+                      what: str, seed: int) -> None:
+    """Backpropagate the same random upstream gradient through both and compare input grads."""
+    expect_grad_flows(student_out, student_inputs, what)
+    with seeded(seed):
+        upstream = torch.randn(expected_out.shape, dtype=expected_out.dtype).to(expected_out.device)
+    student_grads = torch.autograd.grad(student_out, list(student_inputs.values()), upstream,
+                                        allow_unused=True)
+    expected_grads = torch.autograd.grad(expected_out, list(expected_inputs.values()), upstream,
+                                         allow_unused=True)
+    for name, got, want in zip(student_inputs, student_grads, expected_grads):
+        if got is None:
+            fail(f"the gradient of {what} with respect to {name} is missing: {name} is not used, "
+                 f"or is used only through an operation that stops gradients.")
+        expect_close(got, want, f"the gradient of {what} with respect to {name}")
+
+
+def leaf_copies(*tensors: Tensor) -> list[Tensor]:
+    """Independent leaf copies that require grad (one set for the student, one for the key)."""
+    return [t.detach().clone().requires_grad_(True) for t in tensors]
+
+
+def expect_module_class(obj: Any, name: str) -> type[nn.Module]:
+    """Fail unless ``obj`` is an ``nn.Module`` subclass (the class, not an instance)."""
+    if isinstance(obj, nn.Module):
+        fail(f"pass the class {name} itself to the check, not an instance: check({name}), "
+             f"not check({name}(...)).")
+    if not isinstance(obj, type) or not issubclass(obj, nn.Module):
+        fail(f"{name} should be a class that subclasses nn.Module, but it is {describe(obj)}.")
+    return obj
+
+
+def expect_callable(obj: Any, name: str) -> Callable[..., Any]:
+    """Fail unless ``obj`` is a function (or other callable)."""
+    if not callable(obj) or isinstance(obj, type):
+        fail(f"the check expects your function {name}, but it got {describe(obj)}.")
+    return obj
+
+
+def expect_linear(module: nn.Module, owner: str, attribute: str, in_features: int,
+                  out_features: int, bias: bool = True) -> nn.Linear:
+    """Fail unless ``module.<attribute>`` is ``nn.Linear(in_features, out_features)``."""
+    wanted = f"nn.Linear({in_features}, {out_features})"
+    layer = getattr(module, attribute, None)
+    if layer is None:
+        fail(f"{owner} has no attribute {attribute}: in __init__, create "
+             f"self.{attribute} = {wanted}.")
+    if not isinstance(layer, nn.Linear):
+        fail(f"{owner}.{attribute} should be an {wanted}, but it is {describe(layer)}.")
+    if (layer.in_features, layer.out_features) != (in_features, out_features):
+        fail(f"{owner}.{attribute} is nn.Linear({layer.in_features}, {layer.out_features}), "
+             f"expected {wanted}.")
+    if (layer.bias is not None) != bias:
+        fail(f"{owner}.{attribute} should {'have' if bias else 'not have'} a bias "
+             f"(nn.Linear's default is bias=True).")
+    return layer

@@ -1,0 +1,17 @@
+"""nbgrader settings for this course (read by every `nbgrader` command run from the repo root)."""
+
+c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
+
+c.CourseDirectory.course_id = "build-the-transformer"
+# solutions/<id>/<id>.ipynb is the single source of truth; notebooks/ is generated from it.
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "notebooks"
+
+# What students see in place of each ### BEGIN SOLUTION ... ### END SOLUTION block.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Per-cell limit while autograding: bounds an infinite loop in a submission. Quick mode
+# (nbgrader sets NBGRADER_EXECUTION) keeps every honest cell far below it.
+c.Execute.timeout = 120
+c.Execute.interrupt_on_timeout = True
