@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# Jupyter refuses to run as root unless told; containers often run as root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 STAMP  := $(VENV)/.installed
 
 .PHONY: lab test release solutions
@@ -9,7 +11,7 @@ STAMP  := $(VENV)/.installed
 ## make lab: install if needed, copy new chapters into work/ (never overwriting), start JupyterLab on work/
 lab: $(STAMP)
 	$(PY) -m course_utils.workspace
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=work $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=work $(ROOT_FLAG) $(LAB_ARGS)
 
 ## make test: install if needed, then the whole test suite (what CI runs)
 test: $(STAMP)

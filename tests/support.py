@@ -96,7 +96,9 @@ def load_mutants(chapter: str) -> ModuleType:
 
 def run_nbgrader(*args: str, cwd: Path, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
     """Run an nbgrader command in a course directory; fail the test with its output on error."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # nbgrader runs the `alembic` executable to create its gradebook: put the venv's bin on PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path}
     env.pop("COURSE_QUICK", None)  # nbgrader's own NBGRADER_EXECUTION must be what selects quick mode
     result = subprocess.run([sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=cwd,
                             env=env, capture_output=True, text=True, timeout=timeout)

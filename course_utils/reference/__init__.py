@@ -6,16 +6,33 @@ the exercise that asks for them (see :mod:`course_utils.guard`).
 """
 
 from course_utils.reference.attention import attention_scores, scaled_dot_product_attention
+from course_utils.reference.decoder import Decoder, DecoderLayer
+from course_utils.reference.encoder import Encoder, EncoderLayer
+from course_utils.reference.feed_forward import FeedForwardNetwork
+from course_utils.reference.masking import create_causal_mask, create_masks, create_padding_mask
 from course_utils.reference.multi_head_attention import (
     MultiHeadAttention,
     combine_heads,
     split_heads,
 )
+from course_utils.reference.positional_encoding import PositionalEncoding, sinusoidal_table
+from course_utils.reference.transformer import Transformer
 
 __all__ = [
+    "Decoder",
+    "DecoderLayer",
+    "Encoder",
+    "EncoderLayer",
+    "FeedForwardNetwork",
     "MultiHeadAttention",
+    "PositionalEncoding",
+    "Transformer",
     "attention_scores",
     "combine_heads",
+    "create_causal_mask",
+    "create_masks",
+    "create_padding_mask",
     "scaled_dot_product_attention",
+    "sinusoidal_table",
     "split_heads",
 ]

@@ -1,0 +1,60 @@
+"""The decoder (Vaswani et al., 2017, section 3.1): N post-norm layers of masked
+self-attention, cross-attention over the encoder's output ("memory") and feed-forward."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from course_utils.guard import answer_key
+from course_utils.reference.feed_forward import FeedForwardNetwork
+from course_utils.reference.multi_head_attention import MultiHeadAttention
+from course_utils.reference.positional_encoding import PositionalEncoding
+
+
+@answer_key("DecoderLayer")
+class DecoderLayer(nn.Module):
+    """Masked self-attention, cross-attention, feed-forward; each ``LayerNorm(x + Dropout(...))``."""
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout)
+        self.feed_forward = FeedForwardNetwork(d_model, d_ff, dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None = None,
+                tgt_mask: Tensor | None = None) -> Tensor:
+        """``x``: ``(B, Lt, d_model)``; ``memory``: ``(B, Ls, d_model)``;
+        ``src_mask``: ``(B, 1, 1, Ls)``; ``tgt_mask``: ``(B, 1, Lt, Lt)``. Returns ``(B, Lt, d_model)``."""
+        x = self.norm1(x + self.dropout(self.self_attn(x, x, x, tgt_mask)))
+        # Queries from the target, keys and values from the source sentence.
+        x = self.norm2(x + self.dropout(self.cross_attn(x, memory, memory, src_mask)))
+        return self.norm3(x + self.dropout(self.feed_forward(x)))
+
+
+@answer_key("Decoder")
+class Decoder(nn.Module):
+    """Scaled target embedding, positional encoding, dropout, N decoder layers."""
+
+    def __init__(self, vocab_size: int, d_model: int, num_layers: int = 6, num_heads: int = 8,
+                 d_ff: int = 2048, dropout: float = 0.1, max_seq_length: int = 5000) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.positional_encoding = PositionalEncoding(d_model, max_seq_length)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            DecoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
+
+    def forward(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None = None,
+                tgt_mask: Tensor | None = None) -> Tensor:
+        """``tgt``: token ids ``(B, Lt)``; ``memory``: ``(B, Ls, d_model)``. Returns ``(B, Lt, d_model)``."""
+        x = self.dropout(self.positional_encoding(self.embedding(tgt) * math.sqrt(self.d_model)))
+        for layer in self.layers:
+            x = layer(x, memory, src_mask, tgt_mask)
+        return x
