@@ -1,4 +1,4 @@
-"""The autograders that the notebooks' grade cells call, one module per chapter.
+"""The autograders that the notebooks' grade cells call, one module per chapter topic.
 
 Usage in a grade cell::
 
@@ -7,21 +7,22 @@ Usage in a grade cell::
 
 Each check prints one line on success and raises ``AssertionError`` (a
 :class:`~course_utils.checks.harness.CheckFailure`) with an actionable message otherwise.
+Every ``check_*`` function of every module in this package is exported here, so a new
+chapter's module plugs in without editing this file.
 """
 
-from course_utils.checks.attention import check_attention_scores, check_scaled_dot_product_attention
-from course_utils.checks.harness import CheckFailure
-from course_utils.checks.multi_head_attention import (
-    check_combine_heads,
-    check_multi_head_attention,
-    check_split_heads,
-)
+import importlib
+import pkgutil
 
-__all__ = [
-    "CheckFailure",
-    "check_attention_scores",
-    "check_combine_heads",
-    "check_multi_head_attention",
-    "check_scaled_dot_product_attention",
-    "check_split_heads",
-]
+from course_utils.checks.harness import CheckFailure
+
+__all__ = ["CheckFailure"]
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+    if _info.name == "harness":
+        continue
+    _module = importlib.import_module(f"{__name__}.{_info.name}")
+    for _name in getattr(_module, "__all__", None) or dir(_module):
+        if _name.startswith("check_"):
+            globals()[_name] = getattr(_module, _name)
+            __all__.append(_name)
