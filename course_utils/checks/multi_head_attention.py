@@ -80,19 +80,30 @@ def check_combine_heads(combine_heads: Callable[[Tensor], Tensor], seed: int = 0
     check.passed(f"shapes, values, inverse of split_heads on {device_names()}")
 
 
+def copy_mha_into_builtin(mha: nn.Module, builtin: nn.MultiheadAttention) -> nn.MultiheadAttention:
+    """Copy a course-style MHA (``W_q, W_k, W_v, W_o``) into PyTorch's ``nn.MultiheadAttention``.
+
+    The built-in stores the three input projections stacked in ``in_proj_weight``
+    ``(3*d_model, d_model)`` and the output projection in ``out_proj``.
+    """
+    with torch.no_grad():
+        builtin.in_proj_weight.copy_(torch.cat([mha.W_q.weight, mha.W_k.weight, mha.W_v.weight]))
+        builtin.in_proj_bias.copy_(torch.cat([mha.W_q.bias, mha.W_k.bias, mha.W_v.bias]))
+        builtin.out_proj.weight.copy_(mha.W_o.weight)
+        builtin.out_proj.bias.copy_(mha.W_o.bias)
+    return builtin
+
+
 def _builtin_twin(mha: nn.Module, d_model: int, num_heads: int) -> nn.MultiheadAttention:
     """PyTorch's nn.MultiheadAttention holding the same weights as a student's module."""
     twin = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
-    with torch.no_grad():
-        twin.in_proj_weight.copy_(torch.cat([mha.W_q.weight, mha.W_k.weight, mha.W_v.weight]))
-        twin.in_proj_bias.copy_(torch.cat([mha.W_q.bias, mha.W_k.bias, mha.W_v.bias]))
-        twin.out_proj.weight.copy_(mha.W_o.weight)
-        twin.out_proj.bias.copy_(mha.W_o.bias)
-    return twin.to(device=mha.W_q.weight.device, dtype=mha.W_q.weight.dtype).eval()
+    twin.to(device=mha.W_q.weight.device, dtype=mha.W_q.weight.dtype)
+    return copy_mha_into_builtin(mha, twin).eval()
 
 
-def _builtin_mask(mask: Tensor | None, batch: int, num_heads: int, lq: int, lk: int) -> Tensor | None:
-    # nn.MultiheadAttention wants (B*H, Lq, Lk) with True = "may NOT attend": the opposite of ours.
+def toto_builtin_mask(mask: Tensor | None, batch: int, num_heads: int, lq: int, lk: int) -> Tensor | None:
+    """Our mask (True = may attend, broadcastable to (B, H, Lq, Lk)) in the form PyTorch's
+    attention modules take: ``(B*H, Lq, Lk)`` with True = may NOT attend."""
     if mask is None:
         return None
     return ~mask.expand(batch, num_heads, lq, lk).reshape(batch * num_heads, lq, lk)
@@ -147,7 +158,7 @@ def check_multi_head_attention(MultiHeadAttention: type[nn.Module], seed: int = 
                     "view size is not compatible": "after transpose the tensor is not contiguous: use "
                                                    ".reshape(...) instead of .view(...)."})
                 with torch.no_grad():
-                    want, want_w = twin(query, key, value, attn_mask=_builtin_mask(
+                    want, want_w = twin(query, key, value, attn_mask=to_builtin_mask(
                         mask, batch, num_heads, query.size(1), key.size(1)), average_attn_weights=False)
                 expect_close(got, want, f"the output of {what}", mistakes=_mha_mistakes(
                     mha, query, key, value, mask, num_heads),
