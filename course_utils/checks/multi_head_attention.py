@@ -101,7 +101,7 @@ def _builtin_twin(mha: nn.Module, d_model: int, num_heads: int) -> nn.MultiheadA
     return copy_mha_into_builtin(mha, twin).eval()
 
 
-def toto_builtin_mask(mask: Tensor | None, batch: int, num_heads: int, lq: int, lk: int) -> Tensor | None:
+def to_builtin_mask(mask: Tensor | None, batch: int, num_heads: int, lq: int, lk: int) -> Tensor | None:
     """Our mask (True = may attend, broadcastable to (B, H, Lq, Lk)) in the form PyTorch's
     attention modules take: ``(B*H, Lq, Lk)`` with True = may NOT attend."""
     if mask is None:
