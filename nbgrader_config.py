@@ -15,3 +15,8 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # (nbgrader sets NBGRADER_EXECUTION) keeps every honest cell far below it.
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
+
+# A submission whose grade cell was deleted gets it back (with a note) and is graded on it,
+# instead of silently losing those points. Edited grade cells are always restored from the
+# gradebook by nbgrader.
+c.OverwriteCells.add_missing_cells = True
