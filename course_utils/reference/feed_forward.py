@@ -2,7 +2,12 @@
 
     FFN(x) = max(0, x W_1 + b_1) W_2 + b_2
 
-Applied to every position separately and identically: only the last axis is mixed.
+with ``W_1`` of shape ``(d_model, d_ff)`` and ``W_2`` of shape ``(d_ff, d_model)`` in the
+paper's notation. It is applied to every position separately and identically: only the
+last axis is mixed, so any leading axes (batch, position, ...) pass through.
+
+``nn.Linear(d_in, d_out)`` computes ``x @ weight.T + bias`` with ``weight`` of shape
+``(d_out, d_in)``: ``linear1.weight`` is ``W_1`` transposed.
 """
 
 from __future__ import annotations
@@ -11,6 +16,22 @@ import torch
 from torch import Tensor, nn
 
 from course_utils.guard import answer_key
+
+
+@answer_key("feed_forward")
+def feed_forward(x: Tensor, W1: Tensor, b1: Tensor, W2: Tensor, b2: Tensor) -> Tensor:
+    """The FFN equation with explicit weights, in the paper's notation.
+
+    Args:
+        x: ``(..., d_model)``
+        W1: ``(d_model, d_ff)``, b1: ``(d_ff,)``
+        W2: ``(d_ff, d_model)``, b2: ``(d_model,)``
+
+    Returns:
+        ``(..., d_model)``: ``max(0, x W1 + b1) W2 + b2``.
+    """
+    hidden = torch.relu(x @ W1 + b1)  # (..., d_ff)
+    return hidden @ W2 + b2
 
 
 @answer_key("FeedForwardNetwork")
