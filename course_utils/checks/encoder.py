@@ -1,0 +1,886 @@
+"""Autograders for chapter 05_encoder: ``EncoderLayer``, ``Encoder`` and ``encoder_parameter_count``.
+
+``EncoderLayer`` is compared with ``nn.TransformerEncoderLayer(batch_first=True,
+norm_first=False, activation="relu")`` holding the student's weights (copied with
+:func:`copy_encoder_layer_into_builtin`), and ``Encoder`` with the scaled embedding plus the
+sinusoidal table followed by such built-in layers, applied one by one in a loop (never
+through ``nn.TransformerEncoder``, whose nested-tensor fast path warns). Around that
+comparison come the properties of an encoder: padded positions do not influence the real
+ones, the layers are distinct modules, dropout acts in training only.
+
+Dropout cannot be seen in eval mode, and in training it is random. So the dropout tests set
+``p = 1`` on the module's own ``nn.Dropout`` and ``p = 0`` on the dropouts inside its
+sublayers: dropout then zeroes exactly what it is applied to, and where it sits becomes
+visible in the output (``norm(x + dropout(sublayer(x)))`` becomes ``norm(x)``, while the
+slip ``norm(dropout(x + sublayer(x)))`` becomes ``norm(0)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_utils.checks.harness import (
+    Check,
+    compare_gradients,
+    describe,
+    device_names,
+    devices,
+    expect_callable,
+    expect_close,
+    expect_linear,
+    expect_module_class,
+    fail,
+    leaf_copies,
+    seeded,
+    tolerance,
+)
+from course_utils.checks.multi_head_attention import copy_mha_into_builtin
+from course_utils.reference.encoder import Encoder as _ReferenceEncoder
+from course_utils.reference.encoder import EncoderLayer as _ReferenceEncoderLayer
+from course_utils.reference.positional_encoding import sinusoidal_table
+
+_ERROR_HINTS = {
+    "unexpected keyword argument": "keep the signatures: EncoderLayer(d_model, num_heads, d_ff, dropout=0.1) "
+                                   "with forward(x, mask=None), and Encoder(vocab_size, d_model, num_layers=6, "
+                                   "num_heads=8, d_ff=2048, dropout=0.1, max_seq_length=5000) with "
+                                   "forward(src, src_mask=None).",
+    "positional argument": "keep the signatures: EncoderLayer.forward(x, mask=None) and "
+                           "Encoder.forward(src, src_mask=None); self-attention is called as "
+                           "self.self_attn(x, x, x, mask).",
+    "must match the size": "check the shapes step by step: every sublayer maps (B, L, d_model) to "
+                           "(B, L, d_model), so that it can be added to its input.",
+}
+
+_DROPOUT_SETUP = ("(For this test the check set p=1 on the module's own nn.Dropout, which then zeroes "
+                  "everything it is applied to, and p=0 on the dropouts inside its sublayers.)")
+
+
+def _steady(check: Callable[..., None]) -> Callable[..., None]:
+    """Run a check on one CPU thread, with PyTorch's fused attention "fast path" off.
+
+    One thread: these models are tiny, and several threads slow down badly when other programs (or
+    the notebook kernel's own threads) compete for the cores. No fast path: the built-in layers then
+    compute in eval mode exactly as in training mode (attention, dropout, add, norm), on every device.
+    """
+
+    @functools.wraps(check)
+    def run(*args: Any, **kwargs: Any) -> None:
+        threads, fastpath = torch.get_num_threads(), torch.backends.mha.get_fastpath_enabled()
+        torch.set_num_threads(1)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            check(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+
+    return run
+
+
+# --------------------------------------------------------------------------------------
+# Weight copying, shared with later chapters
+# --------------------------------------------------------------------------------------
+
+
+def copy_encoder_layer_into_builtin(layer: nn.Module,
+                                    builtin: nn.TransformerEncoderLayer) -> nn.TransformerEncoderLayer:
+    """Copy a course-style ``EncoderLayer`` into PyTorch's ``nn.TransformerEncoderLayer``.
+
+    ``self_attn -> self_attn`` (``W_q, W_k, W_v`` stacked into ``in_proj``, ``W_o -> out_proj``),
+    ``feed_forward.linear1/2 -> linear1/2`` and ``norm1/2 -> norm1/2``.
+    """
+    copy_mha_into_builtin(layer.self_attn, builtin.self_attn)
+    with torch.no_grad():
+        for name in ("linear1", "linear2"):
+            getattr(builtin, name).weight.copy_(getattr(layer.feed_forward, name).weight)
+            getattr(builtin, name).bias.copy_(getattr(layer.feed_forward, name).bias)
+        for name in ("norm1", "norm2"):
+            getattr(builtin, name).weight.copy_(getattr(layer, name).weight)
+            getattr(builtin, name).bias.copy_(getattr(layer, name).bias)
+    return builtin
+
+
+def _builtin_twin(layer: nn.Module, d_model: int, num_heads: int, d_ff: int) -> nn.TransformerEncoderLayer:
+    """``nn.TransformerEncoderLayer`` on the layer's device and dtype, holding its weights, in eval mode."""
+    twin = nn.TransformerEncoderLayer(d_model, num_heads, d_ff, dropout=0.1, activation="relu",
+                                      batch_first=True, norm_first=False)
+    weight = layer.self_attn.W_q.weight
+    twin.to(device=weight.device, dtype=weight.dtype)
+    return copy_encoder_layer_into_builtin(layer, twin).eval()
+
+
+def _randomize_norms(modules: list[nn.Module], seed: int) -> None:
+    """Give every LayerNorm inside ``modules`` a random scale and shift: with the defaults (1 and 0),
+    norms swapped or used twice would go unnoticed."""
+    with seeded(seed), torch.no_grad():
+        for module in modules:
+            for norm in (m for m in module.modules() if isinstance(m, nn.LayerNorm)):
+                if norm.weight is not None:
+                    norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape))
+                if norm.bias is not None:
+                    norm.bias.copy_(0.5 * torch.randn(norm.bias.shape))
+
+
+# --------------------------------------------------------------------------------------
+# Inputs and small helpers
+# --------------------------------------------------------------------------------------
+
+
+def _padding_mask(batch: int, length: int, device: torch.device, seed: int) -> Tensor:
+    """``(B, 1, 1, L)`` right padding, True at real tokens: the first sequence is padded by
+    ``max(1, L // 3)`` positions, the others at random, and every sequence keeps >= 1 real token."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
+    lengths[0] = max(1, length - max(1, length // 3))
+    return (torch.arange(length)[None, :] < lengths[:, None])[:, None, None, :].to(device)
+
+
+def _key_padding(mask: Tensor | None) -> Tensor | None:
+    """Our padding mask ``(B, 1, 1, L)`` (True = real) as PyTorch's ``src_key_padding_mask``
+    ``(B, L)`` (True = padding, to be ignored)."""
+    return None if mask is None else ~mask[:, 0, 0, :]
+
+
+def _close(a: Any, b: Tensor) -> bool:
+    atol, rtol = tolerance(b.dtype)
+    return (isinstance(a, Tensor) and a.shape == b.shape and a.dtype == b.dtype
+            and bool(torch.allclose(a, b, atol=atol, rtol=rtol)))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _expect_attribute(module: nn.Module, owner: str, name: str, create: str) -> Any:
+    value = getattr(module, name, None)
+    if value is None:
+        fail(f"{owner} has no attribute {name}: in __init__, create self.{name} = {create}.")
+    return value
+
+
+def _direct_dropouts(module: nn.Module) -> list[nn.Dropout]:
+    """The module's own nn.Dropout children (not those inside its sublayers)."""
+    return [m for m in module.children() if isinstance(m, nn.Dropout)]
+
+
+def _dropout_probe(module: nn.Module, inner: list[nn.Module]) -> nn.Module:
+    """A copy of ``module`` whose own dropouts have p=1 and whose ``inner`` sublayers' dropouts have p=0."""
+    probe = copy.deepcopy(module)
+    names = {id(m): n for n, m in module.named_modules()}
+    probe_modules = dict(probe.named_modules())
+    for sub in inner:
+        for m in probe_modules[names[id(sub)]].modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+    for m in _direct_dropouts(probe):
+        m.p = 1.0
+    return probe
+
+
+def _expect_deterministic(run: Callable[[], Any], what: str) -> None:
+    first, second = run(), run()
+    if isinstance(first, Tensor) and isinstance(second, Tensor) and first.shape == second.shape \
+            and not torch.equal(first, second):
+        fail(f"{what} gave two different outputs for the same input in eval mode: something random "
+             f"runs in eval mode. Use nn.Dropout modules (self.dropout), which .eval() switches off, "
+             f"rather than torch.nn.functional.dropout without training=self.training.")
+
+
+# --------------------------------------------------------------------------------------
+# Structure
+# --------------------------------------------------------------------------------------
+
+
+def _expect_layer_structure(layer: nn.Module, owner: str, d_model: int, num_heads: int, d_ff: int,
+                            dropout: float) -> None:
+    """self_attn, feed_forward, norm1, norm2 and dropout, with the right sizes."""
+    attention = _expect_attribute(layer, owner, "self_attn", "MultiHeadAttention(d_model, num_heads, dropout)")
+    if not isinstance(attention, nn.Module):
+        fail(f"{owner}.self_attn should be a MultiHeadAttention module, but it is {describe(attention)}.")
+    for projection in ("W_q", "W_k", "W_v", "W_o"):
+        if getattr(attention, projection, None) is None:
+            fail(f"{owner}.self_attn has no {projection}: it should be a MultiHeadAttention(d_model, "
+                 f"num_heads, dropout) from chapter 2 (course_utils.reference's or yours), whose weights "
+                 f"the check copies into nn.TransformerEncoderLayer.")
+        expect_linear(attention, f"{owner}.self_attn", projection, d_model, d_model)
+    heads = getattr(attention, "num_heads", None)
+    if isinstance(heads, int) and heads != num_heads:
+        fail(f"{owner}.self_attn has num_heads={heads}, but the layer was built with num_heads={num_heads}: "
+             f"create self.self_attn = MultiHeadAttention(d_model, num_heads, dropout).")
+    ffn = _expect_attribute(layer, owner, "feed_forward", "FeedForwardNetwork(d_model, d_ff, dropout)")
+    if not isinstance(ffn, nn.Module):
+        fail(f"{owner}.feed_forward should be a FeedForwardNetwork module, but it is {describe(ffn)}.")
+    expect_linear(ffn, f"{owner}.feed_forward", "linear1", d_model, d_ff)
+    expect_linear(ffn, f"{owner}.feed_forward", "linear2", d_ff, d_model)
+    norms = []
+    for name in ("norm1", "norm2"):
+        norm = _expect_attribute(layer, owner, name, "nn.LayerNorm(d_model)")
+        if not isinstance(norm, nn.LayerNorm) or tuple(norm.normalized_shape) != (d_model,):
+            fail(f"{owner}.{name} should be nn.LayerNorm({d_model}), but it is {describe(norm)}"
+                 f"{'' if not isinstance(norm, nn.LayerNorm) else f' over {tuple(norm.normalized_shape)}'}.")
+        if norm.weight is None or norm.bias is None:
+            fail(f"{owner}.{name} has no learnable scale and shift: keep nn.LayerNorm's defaults "
+                 f"(elementwise_affine=True, bias=True).")
+        norms.append(norm)
+    if norms[0] is norms[1]:
+        fail(f"{owner}.norm1 and {owner}.norm2 are the same LayerNorm object: each sublayer has its own "
+             f"LayerNorm, with its own scale and shift. Create two: self.norm1 = nn.LayerNorm(d_model) and "
+             f"self.norm2 = nn.LayerNorm(d_model).")
+    drop = _expect_attribute(layer, owner, "dropout", "nn.Dropout(dropout)")
+    if not isinstance(drop, nn.Dropout):
+        fail(f"{owner}.dropout should be nn.Dropout(dropout), but it is {describe(drop)}.")
+    if not math.isclose(drop.p, dropout):
+        fail(f"{owner}.dropout has p={drop.p}, but the layer was built with dropout={dropout}: "
+             f"create self.dropout = nn.Dropout(dropout).")
+
+
+# --------------------------------------------------------------------------------------
+# Known wrong layers, computed from the student's weights (through the built-in twin)
+# --------------------------------------------------------------------------------------
+
+
+def _layer_variant(twin: nn.TransformerEncoderLayer, x: Tensor, key_padding: Tensor | None, *,
+                   pre_norm: bool = False, norm_inside: bool = False, residual: tuple[bool, bool] = (True, True),
+                   norms: tuple[int, int] = (0, 1), order: tuple[str, ...] = ("sa", "ff"),
+                   masked: bool = True, first_sentence: bool = False) -> Tensor:
+    """The layer computed in a wrong (or, with the defaults, the right) way, without dropout."""
+    norm_modules = (twin.norm1, twin.norm2)
+
+    def sa(h: Tensor) -> Tensor:
+        out = twin.self_attn(h, h, h, key_padding_mask=key_padding if masked else None, need_weights=False)[0]
+        return out[0] if first_sentence else out  # (L, d_model) broadcasts over the batch
+
+    def ff(h: Tensor) -> Tensor:
+        return twin.linear2(torch.relu(twin.linear1(h)))
+
+    blocks = {"sa": sa, "ff": ff}
+    with torch.no_grad():
+        for name, norm_index, keep in zip(order, norms, residual):
+            block, norm = blocks[name], norm_modules[norm_index]
+            if pre_norm:
+                x = x + block(norm(x)) if keep else block(norm(x))
+            elif norm_inside:
+                x = x + norm(block(x)) if keep else norm(block(x))
+            else:
+                x = norm(x + block(x)) if keep else norm(block(x))
+        return x
+
+
+def _layer_mistakes(twin: nn.TransformerEncoderLayer, x: Tensor,
+                    key_padding: Tensor | None) -> dict[str, Callable[[], Tensor]]:
+    def v(**kwargs: Any) -> Callable[[], Tensor]:
+        return lambda: _layer_variant(twin, x, key_padding, **kwargs)
+
+    mistakes: dict[str, Callable[[], Tensor]] = {
+        "this is pre-norm (x + Sublayer(LayerNorm(x))), as in many tutorials. The paper, and this course, "
+        "use post-norm: x = norm(x + dropout(sublayer(x))) after each sublayer (section 3.1).": v(pre_norm=True),
+        "the LayerNorm is applied to the sublayer's output before the residual add (x + norm(sublayer(x))); "
+        "post-norm normalises the sum: norm(x + dropout(sublayer(x))).": v(norm_inside=True),
+        "the residual connections are missing: each sublayer's input is added to its output before the "
+        "LayerNorm, norm(x + dropout(sublayer(x))), not norm(dropout(sublayer(x))).":
+            v(residual=(False, False)),
+        "the residual connection around self-attention is missing: norm1(x + dropout(self_attn(x, x, x, mask))).":
+            v(residual=(False, True)),
+        "the residual connection around the feed-forward sublayer is missing: "
+        "norm2(x + dropout(feed_forward(x))).": v(residual=(True, False)),
+        "norm1 and norm2 are swapped: norm1 follows self-attention, norm2 the feed-forward network.":
+            v(norms=(1, 0)),
+        "norm1 is used after both sublayers: the feed-forward sublayer has its own LayerNorm, norm2.":
+            v(norms=(0, 0)),
+        "norm2 is used after both sublayers: the self-attention sublayer has its own LayerNorm, norm1.":
+            v(norms=(1, 1)),
+        "the two sublayers are in the wrong order: self-attention comes first, then the feed-forward network.":
+            v(order=("ff", "sa")),
+        "the feed-forward sublayer is missing: after norm1(x + dropout(self_attn(...))) comes "
+        "norm2(x + dropout(feed_forward(x))).":
+            v(order=("sa",)),
+        "the self-attention sublayer is missing: norm1(x + dropout(self_attn(x, x, x, mask))) comes first.":
+            v(order=("ff",), norms=(1, 0)),
+        "self_attn(...)[0] keeps the first sentence's output only (it then broadcasts over the batch): "
+        "chapter 2's MultiHeadAttention returns one tensor (B, L, d_model), not a tuple like PyTorch's "
+        "nn.MultiheadAttention.": v(first_sentence=True),
+    }
+    if key_padding is not None:
+        mistakes["the mask is not passed to self-attention, so padded positions are attended to: "
+                 "self.self_attn(x, x, x, mask)."] = v(masked=False)
+    return mistakes
+
+
+def _layer_dropout_mistakes(twin: nn.TransformerEncoderLayer, x: Tensor, key_padding: Tensor | None,
+                            normal: Tensor) -> dict[str, Callable[[], Tensor]]:
+    """With p=1 on the layer's own dropout (which then outputs zeros): where dropout was applied."""
+    zeros = torch.zeros_like(x)
+
+    def sa(h: Tensor) -> Tensor:
+        return twin.self_attn(h, h, h, key_padding_mask=key_padding, need_weights=False)[0]
+
+    def ff(h: Tensor) -> Tensor:
+        return twin.linear2(torch.relu(twin.linear1(h)))
+
+    def only_attention() -> Tensor:
+        h = twin.norm1(x)
+        return twin.norm2(h + ff(h))
+
+    def only_feed_forward() -> Tensor:
+        return twin.norm2(twin.norm1(x + sa(x)))
+
+    def on_inputs() -> Tensor:
+        h = twin.norm1(x + sa(zeros))
+        return twin.norm2(h + ff(torch.zeros_like(h)))
+
+    return {
+        "dropout is applied after the residual sum, norm(dropout(x + sublayer(x))), a slip common in "
+        "tutorials: it also drops the residual path. Dropout goes on the sublayer's output only, before the "
+        "add: norm(x + self.dropout(sublayer(x))) (section 5.4). " + _DROPOUT_SETUP:
+            lambda: twin.norm2(zeros),
+        "self.dropout is never applied in training: each sublayer's output goes through self.dropout before "
+        "the residual add, norm(x + self.dropout(sublayer(x))) (section 5.4). " + _DROPOUT_SETUP: normal,
+        "dropout is applied after self-attention but not after the feed-forward network: "
+        "norm2(x + self.dropout(feed_forward(x))). " + _DROPOUT_SETUP: only_attention,
+        "dropout is applied after the feed-forward network but not after self-attention: "
+        "norm1(x + self.dropout(self_attn(x, x, x, mask))). " + _DROPOUT_SETUP: only_feed_forward,
+        "dropout is applied to the sublayers' inputs instead of their outputs: "
+        "norm(x + self.dropout(sublayer(x))). " + _DROPOUT_SETUP: on_inputs,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# EncoderLayer
+# --------------------------------------------------------------------------------------
+
+
+def _validate(length: int, d_model: int, num_heads: int) -> None:
+    if length < 3:
+        raise ValueError("the encoder checks need length >= 3 (a padded and a real position)")
+    if d_model % num_heads:
+        raise ValueError("num_heads must divide d_model")
+
+
+@_steady
+def check_encoder_layer(EncoderLayer: type[nn.Module], seed: int = 0, batch: int = 2, length: int = 6,
+                        d_model: int = 16, num_heads: int = 4, d_ff: int = 32) -> None:
+    """Check an ``EncoderLayer`` class against ``nn.TransformerEncoderLayer`` with copied weights.
+
+    Structure, determinism in eval mode, equality with the built-in (post-norm) without a mask
+    and with a padding mask, in float32 and float64, on every available device; outputs at real
+    positions do not depend on the padded ones; dropout on each sublayer's output, before the
+    residual add, in training only; gradients.
+    """
+    _validate(length, d_model, num_heads)
+    cls = expect_module_class(EncoderLayer, "EncoderLayer")
+    check = Check("EncoderLayer")
+    check.refuse_answer_key(cls)
+    with seeded(seed):
+        layer = check.call(cls, d_model, num_heads, d_ff, dropout=0.1,
+                           what=f"EncoderLayer({d_model}, {num_heads}, {d_ff}, dropout=0.1)", on_error=_ERROR_HINTS)
+    if not isinstance(layer, nn.Module):
+        fail(f"EncoderLayer(...) should build an nn.Module, but it gave {describe(layer)}.")
+    _expect_layer_structure(layer, "EncoderLayer", d_model, num_heads, d_ff, 0.1)
+    _randomize_norms([layer], seed + 1)
+    layer.eval()
+    what = "EncoderLayer.forward(x, mask)"
+    hint = ("compare step by step: x = norm1(x + dropout(self_attn(x, x, x, mask))), then "
+            "norm2(x + dropout(feed_forward(x))).")
+    shape_hint = "the layer returns (B, L, d_model), like its input x."
+
+    for device in devices():
+        for dtype in (torch.float32, torch.float64):
+            layer.to(device=device, dtype=dtype)
+            twin = _builtin_twin(layer, d_model, num_heads, d_ff)
+            where = f" on {device.type} in {_dtype_name(dtype)}"
+            with seeded(seed + 2):
+                x = torch.randn(batch, length, d_model, dtype=dtype).to(device)
+            mask = _padding_mask(batch, length, device, seed + 3)
+            with torch.no_grad():
+                if device.type == "cpu" and dtype == torch.float32:
+                    _expect_deterministic(lambda: check.call(layer, x, mask, what=f"{what}{where}",
+                                                             on_error=_ERROR_HINTS), f"{what}{where}")
+                for label, m in (("no mask", None), ("a padding mask (B, 1, 1, L)", mask)):
+                    case = f"{what} with {label}{where}"
+                    got = check.call(layer, *((x,) if m is None else (x, m)), what=case, on_error=_ERROR_HINTS)
+                    want = twin(x, src_key_padding_mask=_key_padding(m))
+                    expect_close(got, want, f"the output of {case}",
+                                 mistakes=_layer_mistakes(twin, x, _key_padding(m)),
+                                 shape_hint=shape_hint, hint=hint)
+                if device.type == "cpu" and dtype == torch.float32:
+                    _expect_padding_ignored_layer(check, layer, x, mask, f"{what}{where}")
+
+    layer.to(device="cpu", dtype=torch.float32)
+    _expect_layer_dropout(check, layer, d_model, num_heads, d_ff, batch, length, seed)
+
+    # Gradients reach x, as through the built-in.
+    layer.to(dtype=torch.float64)
+    twin = _builtin_twin(layer, d_model, num_heads, d_ff)
+    mask = _padding_mask(batch, length, torch.device("cpu"), seed + 3)
+    with seeded(seed + 4):
+        x = torch.randn(batch, length, d_model, dtype=torch.float64)
+    (x_s,), (x_t,) = leaf_copies(x), leaf_copies(x)
+    got = check.call(layer, x_s, mask, what=f"{what} for gradients", on_error=_ERROR_HINTS)
+    want = twin(x_t, src_key_padding_mask=_key_padding(mask))
+    compare_gradients(got, want, {"x": x_s}, {"x": x_t}, "EncoderLayer's output", seed + 5)
+    check.passed(f"matches nn.TransformerEncoderLayer (post-norm; no mask and a padding mask; float32/float64; "
+                 f"gradients); padding ignored; dropout in training only; on {device_names()}")
+
+
+def _expect_padding_ignored_layer(check: Check, layer: nn.Module, x: Tensor, mask: Tensor, what: str) -> None:
+    """Changing x at padded positions leaves the outputs at real positions unchanged."""
+    real = mask[:, 0, 0, :]  # (B, L), True at real tokens
+    base = check.call(layer, x, mask, what=what, on_error=_ERROR_HINTS)
+    noisy = torch.where(real[..., None], x, x + 3 * torch.randn_like(x))
+    changed = check.call(layer, noisy, mask, what=what, on_error=_ERROR_HINTS)
+    diff = (changed - base).abs().amax(-1).masked_fill(~real, 0.0)  # (B, L), real positions only
+    if not _close(changed.masked_fill(~real[..., None], 0.0), base.masked_fill(~real[..., None], 0.0)):
+        b, i = (int(j) for j in (diff == diff.max()).nonzero()[0])
+        fail(f"{what}: changing x only at the padded positions (where the mask is False) changed the output "
+             f"at the real position {i} of sequence {b} (by {diff[b, i].item():.3g}). Real positions must not "
+             f"look at padding: pass the mask to self-attention, self.self_attn(x, x, x, mask).")
+
+
+def _expect_layer_dropout(check: Check, layer: nn.Module, d_model: int, num_heads: int, d_ff: int,
+                          batch: int, length: int, seed: int) -> None:
+    """Dropout on each sublayer's output before the residual add, in training only."""
+    twin = _builtin_twin(layer, d_model, num_heads, d_ff)
+    with seeded(seed + 6):
+        x = torch.randn(batch, length, d_model)
+    mask = _padding_mask(batch, length, torch.device("cpu"), seed + 3)
+    key_padding = _key_padding(mask)
+    what = "EncoderLayer.forward(x, mask)"
+    probe = _dropout_probe(layer, [layer.self_attn, layer.feed_forward])
+    with torch.no_grad():
+        normal = twin(x, src_key_padding_mask=key_padding)
+        probe.train()
+        got = check.call(probe, x, mask, what=f"{what} in training mode", on_error=_ERROR_HINTS)
+        expect_close(got, twin.norm2(twin.norm1(x)),
+                     f"the output of {what} in training mode with dropout p=1 (norm2(norm1(x)) expected)",
+                     mistakes=_layer_dropout_mistakes(twin, x, key_padding, normal),
+                     hint="in training, each sublayer's output goes through self.dropout before the residual "
+                          "add: norm(x + self.dropout(sublayer(x))). " + _DROPOUT_SETUP)
+        probe.eval()
+        got = check.call(probe, x, mask, what=f"{what} in eval mode", on_error=_ERROR_HINTS)
+        expect_close(got, normal, f"the output of {what} in eval mode with dropout p=1", mistakes={
+            "dropout is active in eval mode: torch.nn.functional.dropout defaults to training=True. Use "
+            "self.dropout = nn.Dropout(dropout), which model.eval() switches off. " + _DROPOUT_SETUP:
+                lambda: twin.norm2(twin.norm1(x))},
+            hint="in eval mode dropout must do nothing. " + _DROPOUT_SETUP)
+
+
+# --------------------------------------------------------------------------------------
+# Encoder
+# --------------------------------------------------------------------------------------
+
+
+def _positions(encoder: nn.Module, length: int, d_model: int, max_seq_length: int, like: Tensor) -> Tensor:
+    """The sinusoidal table ``(length, d_model)`` in ``like``'s dtype and device.
+
+    A positional encoding usually stores its table as a float32 buffer that ``.to(float64)``
+    casts, so in float64 the expected table is the float32 one, cast; a table the student's
+    module computes in float64 itself is used when it agrees with it to float32 precision.
+    """
+    table = sinusoidal_table(max_seq_length, d_model)[:length].to(like)
+    if like.dtype == torch.float64:
+        try:
+            with torch.no_grad():
+                own = encoder.positional_encoding(torch.zeros(1, length, d_model, dtype=like.dtype,
+                                                              device=like.device))[0]
+            if own.shape == table.shape and torch.allclose(own, table, atol=1e-6, rtol=0):
+                return own
+        except Exception:  # noqa: BLE001 - a broken module is reported by the float32 run
+            pass
+    return table
+
+
+def _embed(encoder: nn.Module, src: Tensor, d_model: int, max_seq_length: int, *, scale: float | None = None,
+           pe_first: bool = False, with_pe: bool = True) -> Tensor:
+    """The encoder's input: embedding * sqrt(d_model) + PE (or a wrong variant of it)."""
+    emb = encoder.embedding.weight[src]
+    pe = _positions(encoder, src.size(1), d_model, max_seq_length, emb)
+    scale = math.sqrt(d_model) if scale is None else scale
+    if not with_pe:
+        return emb * scale
+    return (emb + pe) * scale if pe_first else emb * scale + pe
+
+
+def _stack_variant(encoder: nn.Module, twins: list[nn.TransformerEncoderLayer], src: Tensor,
+                   key_padding: Tensor | None, d_model: int, max_seq_length: int, *, chained: bool = True,
+                   layers: list[int] | None = None, final_norm: bool = False, **embed: Any) -> Tensor:
+    with torch.no_grad():
+        start = _embed(encoder, src, d_model, max_seq_length, **embed)
+        x = start
+        for i in (range(len(twins)) if layers is None else layers):
+            x = twins[i](x if chained else start, src_key_padding_mask=key_padding)
+        return F.layer_norm(x, (d_model,)) if final_norm else x
+
+
+def _own_layers(encoder: nn.Module, src: Tensor, src_mask: Tensor | None, d_model: int,
+                max_seq_length: int) -> Tensor | None:
+    """The right stack built from the student's own layers (None if they fail)."""
+    try:
+        with torch.no_grad():
+            x = _embed(encoder, src, d_model, max_seq_length)
+            for layer in encoder.layers:
+                x = layer(x, src_mask)
+            return x if isinstance(x, Tensor) else None
+    except Exception:  # noqa: BLE001 - the student's layer may crash; then this is not the diagnosis
+        return None
+
+
+def _encoder_mistakes(encoder: nn.Module, twins: list[nn.TransformerEncoderLayer], src: Tensor,
+                      src_mask: Tensor | None, d_model: int, max_seq_length: int) -> dict[str, Callable[[], Any]]:
+    key_padding = _key_padding(src_mask)
+
+    def v(kp: Tensor | None = key_padding, **kwargs: Any) -> Callable[[], Tensor]:
+        return lambda: _stack_variant(encoder, twins, src, kp, d_model, max_seq_length, **kwargs)
+
+    n = len(twins)
+    mistakes: dict[str, Callable[[], Any]] = {
+        "your Encoder wires the stack right, but its layers differ from nn.TransformerEncoderLayer: fix "
+        "EncoderLayer first (checks.check_encoder_layer says what is wrong), or build the stack from "
+        "course_utils.reference.EncoderLayer meanwhile.":
+            lambda: _own_layers(encoder, src, src_mask, d_model, max_seq_length),
+        "the embeddings are not multiplied by sqrt(d_model) (section 3.4): "
+        "self.embedding(src) * math.sqrt(d_model), then the positional encoding.": v(scale=1.0),
+        "the embeddings are divided by sqrt(d_model); section 3.4 multiplies them by sqrt(d_model).":
+            v(scale=1 / math.sqrt(d_model)),
+        "the embeddings are multiplied by d_model instead of its square root, sqrt(d_model).":
+            v(scale=float(d_model)),
+        "the embeddings are scaled after adding the positional encoding: scale first, "
+        "embedding(src) * sqrt(d_model), then add the positions.": v(pe_first=True),
+        "the positional encoding is not applied: self.positional_encoding(embedding * sqrt(d_model)); "
+        "without it the encoder cannot tell the positions apart.": v(with_pe=False),
+        "each layer is applied to the embeddings instead of the previous layer's output: "
+        "x = layer(x, src_mask) in the loop.": v(chained=False),
+        "there is a LayerNorm after the last layer (a habit of pre-norm models); in this post-norm model "
+        "every layer already ends with a LayerNorm: return the last layer's output.": v(final_norm=True),
+    }
+    if n > 1:
+        mistakes["only the first layer is applied: loop over all of self.layers."] = v(layers=[0])
+        mistakes[f"the first layer is applied {n} times: use each layer of self.layers once, "
+                 f"for layer in self.layers: x = layer(x, src_mask)."] = v(layers=[0] * n)
+    if src_mask is not None:
+        mistakes["src_mask is not passed down to the layers, so padded positions are attended to: "
+                 "x = layer(x, src_mask)."] = v(kp=None)
+    return mistakes
+
+
+def _expect_stack_structure(encoder: nn.Module, vocab_size: int, d_model: int, num_layers: int, num_heads: int,
+                            d_ff: int) -> nn.ModuleList:
+    embedding = _expect_attribute(encoder, "Encoder", "embedding", "nn.Embedding(vocab_size, d_model)")
+    if not isinstance(embedding, nn.Embedding):
+        fail(f"Encoder.embedding should be nn.Embedding({vocab_size}, {d_model}), but it is {describe(embedding)}.")
+    if (embedding.num_embeddings, embedding.embedding_dim) != (vocab_size, d_model):
+        fail(f"Encoder.embedding is nn.Embedding({embedding.num_embeddings}, {embedding.embedding_dim}), "
+             f"expected nn.Embedding({vocab_size}, {d_model}): one row of size d_model per vocabulary token.")
+    pe = _expect_attribute(encoder, "Encoder", "positional_encoding", "PositionalEncoding(d_model, max_seq_length)")
+    if not isinstance(pe, nn.Module):
+        fail(f"Encoder.positional_encoding should be a PositionalEncoding module, but it is {describe(pe)}.")
+    drop = _expect_attribute(encoder, "Encoder", "dropout", "nn.Dropout(dropout)")
+    if not isinstance(drop, nn.Dropout) or not math.isclose(drop.p, 0.1):
+        fail(f"Encoder.dropout should be nn.Dropout(dropout) with p=0.1 here, but it is {describe(drop)}"
+             f"{f' with p={drop.p}' if isinstance(drop, nn.Dropout) else ''}.")
+    layers = _expect_attribute(encoder, "Encoder", "layers",
+                               "nn.ModuleList([EncoderLayer(...) for _ in range(num_layers)])")
+    if isinstance(layers, (list, tuple)) and len({id(layer) for layer in layers}) < len(layers) > 1:
+        fail("Encoder.layers is a Python list that holds the same layer object several times ([layer] * N). "
+             "Two fixes: build a new EncoderLayer(...) for each position (otherwise all layers share one set of "
+             "weights), and wrap the list in nn.ModuleList so that PyTorch sees the layers: "
+             "nn.ModuleList([EncoderLayer(...) for _ in range(num_layers)]).")
+    if isinstance(layers, (list, tuple)):
+        fail("Encoder.layers is a Python list: PyTorch does not see the modules inside it (their parameters "
+             "are not trained, .to(device) does not move them). Use "
+             "nn.ModuleList([EncoderLayer(...) for _ in range(num_layers)]).")
+    if not isinstance(layers, nn.ModuleList):
+        fail(f"Encoder.layers should be an nn.ModuleList of EncoderLayer, but it is {describe(layers)}.")
+    if len(layers) != num_layers:
+        fail(f"Encoder.layers holds {len(layers)} layers, but the encoder was built with num_layers={num_layers}.")
+    if num_layers > 1 and len({id(layer) for layer in layers}) < num_layers:
+        fail("Encoder.layers holds the same layer object several times: [layer] * N (or "
+             "nn.ModuleList([layer] * N)) repeats one layer, so all layers share one set of weights and the "
+             "encoder is one layer applied N times. Build a new EncoderLayer(...) for each: "
+             "nn.ModuleList([EncoderLayer(...) for _ in range(num_layers)]).")
+    for i, layer in enumerate(layers):
+        _expect_layer_structure(layer, f"Encoder.layers[{i}]", d_model, num_heads, d_ff, 0.1)
+    pointers = [p.data_ptr() for layer in layers for p in layer.parameters()]
+    if len(set(pointers)) < len(pointers):
+        fail("the layers in Encoder.layers share parameters: each EncoderLayer must have its own weights; "
+             "build each one with its own EncoderLayer(...) call (or copy.deepcopy).")
+    return layers
+
+
+@_steady
+def check_encoder(Encoder: type[nn.Module], seed: int = 0, batch: int = 2, length: int = 7, vocab_size: int = 11,
+                  d_model: int = 16, num_layers: int = 2, num_heads: int = 4, d_ff: int = 32) -> None:
+    """Check an ``Encoder`` class: scaled embedding + positional encoding + dropout, then the layers
+    in a loop, against the same computation with ``nn.TransformerEncoderLayer`` copies of its layers.
+
+    Structure (N distinct layers in an ``nn.ModuleList``, no shared weights), determinism in eval
+    mode, equality with the built-in stack without a mask and with a padding mask, in float32 and
+    float64, on every available device; outputs at real positions do not depend on the tokens at
+    padded positions; dropout on the input of the first layer, in training only; gradients.
+    """
+    _validate(length, d_model, num_heads)
+    max_seq_length = 64
+    if length > max_seq_length:
+        raise ValueError(f"length must be <= {max_seq_length}")
+    cls = expect_module_class(Encoder, "Encoder")
+    check = Check("Encoder")
+    check.refuse_answer_key(cls)
+    built = (f"Encoder({vocab_size}, {d_model}, num_layers={num_layers}, num_heads={num_heads}, d_ff={d_ff}, "
+             f"dropout=0.1, max_seq_length={max_seq_length})")
+    with seeded(seed):
+        encoder = check.call(cls, vocab_size, d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff,
+                             dropout=0.1, max_seq_length=max_seq_length, what=built, on_error=_ERROR_HINTS)
+    if not isinstance(encoder, nn.Module):
+        fail(f"{built} should build an nn.Module, but it gave {describe(encoder)}.")
+    layers = _expect_stack_structure(encoder, vocab_size, d_model, num_layers, num_heads, d_ff)
+    with seeded(seed):
+        default = check.call(cls, vocab_size, 8, what=f"Encoder({vocab_size}, 8)", on_error=_ERROR_HINTS)
+    if len(getattr(default, "layers", [])) != 6:
+        fail(f"Encoder({vocab_size}, 8) should build num_layers=6 layers by default (the paper's N = 6).")
+    del default
+    _randomize_norms(list(layers), seed + 1)  # only inside the layers: an extra final norm stays (1, 0)
+    encoder.eval()
+    what = "Encoder.forward(src, src_mask)"
+
+    for device in devices():
+        for dtype in (torch.float32, torch.float64):
+            encoder.to(device=device, dtype=dtype)
+            twins = [_builtin_twin(layer, d_model, num_heads, d_ff) for layer in layers]
+            where = f" on {device.type} in {_dtype_name(dtype)}"
+            with seeded(seed + 2):
+                src = torch.randint(0, vocab_size, (batch, length)).to(device)
+            mask = _padding_mask(batch, length, device, seed + 3)
+            with torch.no_grad():
+                if device.type == "cpu" and dtype == torch.float32:
+                    _expect_deterministic(lambda: check.call(encoder, src, mask, what=f"{what}{where}",
+                                                             on_error=_ERROR_HINTS), f"{what}{where}")
+                for label, m in (("no mask", None), ("a padding mask (B, 1, 1, L)", mask)):
+                    case = f"{what} with {label}{where}"
+                    got = check.call(encoder, *((src,) if m is None else (src, m)), what=case,
+                                     on_error=_ERROR_HINTS)
+                    want = _stack_variant(encoder, twins, src, _key_padding(m), d_model, max_seq_length)
+                    expect_close(got, want, f"the output of {case}",
+                                 mistakes=_encoder_mistakes(encoder, twins, src, m, d_model, max_seq_length),
+                                 shape_hint="the encoder returns (B, L, d_model): one vector per source token.",
+                                 hint="the encoder is dropout(positional_encoding(embedding(src) * sqrt(d_model))) "
+                                      "followed by x = layer(x, src_mask) for each layer.")
+                if device.type == "cpu" and dtype == torch.float32:
+                    _expect_padding_ignored_stack(check, encoder, src, mask, vocab_size, f"{what}{where}")
+
+    encoder.to(device="cpu", dtype=torch.float32)
+    _expect_stack_dropout(check, encoder, layers, d_model, num_heads, d_ff, batch, length, vocab_size,
+                          max_seq_length, seed)
+
+    # Gradients reach the embedding table.
+    encoder.to(dtype=torch.float64).zero_grad()
+    twins = [_builtin_twin(layer, d_model, num_heads, d_ff) for layer in layers]
+    mask = _padding_mask(batch, length, torch.device("cpu"), seed + 3)
+    with seeded(seed + 4):
+        src = torch.randint(0, vocab_size, (batch, length))
+    got = check.call(encoder, src, mask, what=f"{what} for gradients", on_error=_ERROR_HINTS)
+    (emb_t,) = leaf_copies(encoder.embedding.weight)
+    x = emb_t[src] * math.sqrt(d_model) + _positions(encoder, length, d_model, max_seq_length, emb_t)
+    for twin in twins:
+        x = twin(x, src_key_padding_mask=_key_padding(mask))
+    compare_gradients(got, x, {"embedding.weight": encoder.embedding.weight}, {"embedding.weight": emb_t},
+                      "Encoder's output", seed + 5)
+    layers_text = f"{num_layers} distinct layer{'s' if num_layers != 1 else ''}"
+    check.passed(f"embedding * sqrt(d_model) + positions, then {layers_text}; matches the built-in stack "
+                 f"(no mask and a padding mask; float32/float64; gradients); padding ignored; dropout in "
+                 f"training only; on {device_names()}")
+
+
+def _expect_padding_ignored_stack(check: Check, encoder: nn.Module, src: Tensor, mask: Tensor, vocab_size: int,
+                                  what: str) -> None:
+    """Changing the token ids at padded positions leaves the outputs at real positions unchanged."""
+    real = mask[:, 0, 0, :]  # (B, L)
+    base = check.call(encoder, src, mask, what=what, on_error=_ERROR_HINTS)
+    other = torch.where(real, src, (src + 1 + torch.arange(src.size(1), device=src.device)) % vocab_size)
+    changed = check.call(encoder, other, mask, what=what, on_error=_ERROR_HINTS)
+    keep = real[..., None]
+    if not _close(changed.masked_fill(~keep, 0.0), base.masked_fill(~keep, 0.0)):
+        diff = (changed - base).abs().amax(-1).masked_fill(~real, 0.0)
+        b, i = (int(j) for j in (diff == diff.max()).nonzero()[0])
+        fail(f"{what}: changing only the token ids at padded positions (where src_mask is False) changed the "
+             f"output at the real position {i} of sequence {b} (by {diff[b, i].item():.3g}). Real positions must "
+             f"not look at padding: pass src_mask down to every layer, x = layer(x, src_mask).")
+
+
+def _expect_stack_dropout(check: Check, encoder: nn.Module, layers: nn.ModuleList, d_model: int, num_heads: int,
+                          d_ff: int, batch: int, length: int, vocab_size: int, max_seq_length: int,
+                          seed: int) -> None:
+    """Dropout on the scaled embeddings plus positions (the first layer's input), in training only."""
+    twins = [_builtin_twin(layer, d_model, num_heads, d_ff) for layer in layers]
+    with seeded(seed + 6):
+        src = torch.randint(0, vocab_size, (batch, length))
+    mask = _padding_mask(batch, length, torch.device("cpu"), seed + 3)
+    key_padding = _key_padding(mask)
+    what = "Encoder.forward(src, src_mask)"
+
+    def stack(x: Tensor, zero_each: bool = False) -> Tensor:
+        for twin in twins:
+            x = twin(torch.zeros_like(x) if zero_each else x, src_key_padding_mask=key_padding)
+        return x
+
+    probe = _dropout_probe(encoder, list(layers))
+    with torch.no_grad():
+        start = _embed(encoder, src, d_model, max_seq_length)
+        pe = _positions(encoder, length, d_model, max_seq_length, start).expand_as(start)
+        normal = stack(start)
+        probe.train()
+        got = check.call(probe, src, mask, what=f"{what} in training mode", on_error=_ERROR_HINTS)
+        expect_close(got, stack(torch.zeros_like(start)),
+                     f"the output of {what} in training mode with dropout p=1 (the layers applied to zeros)",
+                     mistakes={
+                         "self.dropout is never applied in training: it goes on the scaled embeddings plus the "
+                         "positional encoding, before the first layer (section 5.4). " + _DROPOUT_SETUP: normal,
+                         "dropout is applied before the positional encoding is added: section 5.4 applies it to "
+                         "the sums of the embeddings and the positional encodings. " + _DROPOUT_SETUP:
+                             lambda: stack(pe),
+                         "dropout is applied to the encoder's output instead of its input: "
+                         "x = self.dropout(positional_encoding(...)) before the layers. " + _DROPOUT_SETUP:
+                             lambda: torch.zeros_like(normal),
+                         "self.dropout is applied before every layer: only the embeddings plus positions go "
+                         "through the encoder's dropout (each layer has its own). " + _DROPOUT_SETUP:
+                             lambda: stack(start, zero_each=True),
+                     },
+                     hint="in training, dropout(positional_encoding(embedding(src) * sqrt(d_model))) is the first "
+                          "layer's input. " + _DROPOUT_SETUP)
+        probe.eval()
+        got = check.call(probe, src, mask, what=f"{what} in eval mode", on_error=_ERROR_HINTS)
+        expect_close(got, normal, f"the output of {what} in eval mode with dropout p=1", mistakes={
+            "dropout is active in eval mode: torch.nn.functional.dropout defaults to training=True. Use "
+            "self.dropout = nn.Dropout(dropout), which model.eval() switches off. " + _DROPOUT_SETUP:
+                lambda: stack(torch.zeros_like(start))},
+            hint="in eval mode dropout must do nothing. " + _DROPOUT_SETUP)
+
+
+# --------------------------------------------------------------------------------------
+# encoder_parameter_count(vocab_size, d_model, num_layers, d_ff)
+# --------------------------------------------------------------------------------------
+
+_PAPER_BASE = (37000, 512, 6, 2048)  # shared source/target BPE vocabulary of about 37000 tokens
+
+
+def _sizes(seed: int) -> list[tuple[int, int, int, int]]:
+    """(vocab_size, d_model, num_layers, d_ff): two fixed, two seeded, and the paper's base model."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(low: int, high: int) -> int:
+        return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+    drawn = [(draw(5, 3000), 8 * draw(1, 24), draw(1, 8), 8 * draw(1, 96)) for _ in range(2)]
+    return [(11, 16, 2, 32), (1000, 64, 1, 256), *drawn, _PAPER_BASE]
+
+
+def _real_count(vocab_size: int, d_model: int, num_layers: int, d_ff: int) -> int:
+    """The number of parameters of a real Encoder (the course's reference) of these sizes.
+
+    Small ones are built whole; for the large ones, one real layer is counted and multiplied
+    (the layers are identical in shape), to keep the check fast.
+    """
+    heads = 8 if d_model % 8 == 0 else 1
+    with seeded(0):
+        if d_model * (d_model + d_ff) * num_layers <= 2_000_000 and vocab_size * d_model <= 2_000_000:
+            model = _ReferenceEncoder(vocab_size, d_model, num_layers, heads, d_ff, max_seq_length=1)
+            return sum(p.numel() for p in model.parameters())
+        layer = _ReferenceEncoderLayer(d_model, heads, d_ff)
+        return vocab_size * d_model + num_layers * sum(p.numel() for p in layer.parameters())
+
+
+def _count_mistakes() -> dict[str, Callable[[int, int, int, int], int]]:
+    def layer(d: int, f: int) -> int:
+        return 4 * (d * d + d) + (d * f + f) + (f * d + d) + 4 * d
+
+    def total(v: int, d: int, n: int, f: int) -> int:
+        return v * d + n * layer(d, f)
+
+    return {
+        "the biases are missing: every nn.Linear(n_in, n_out) has n_in * n_out weights plus n_out biases.":
+            lambda v, d, n, f: v * d + n * (4 * d * d + 2 * d * f + 4 * d),
+        "4 * d_model parameters per layer are missing: the biases of the four attention projections (W_q, W_k, "
+        "W_v, W_o each have d_model), or the two LayerNorms (each has a scale and a shift of d_model entries).":
+            lambda v, d, n, f: total(v, d, n, f) - n * 4 * d,
+        "2 * d_model parameters per layer are missing: a LayerNorm(d_model) has 2 * d_model parameters (a scale "
+        "and a shift), and each layer has two of them.":
+            lambda v, d, n, f: total(v, d, n, f) - n * 2 * d,
+        "the biases of the feed-forward network are missing: linear1 has d_ff of them, linear2 d_model.":
+            lambda v, d, n, f: total(v, d, n, f) - n * (f + d),
+        "the embedding is missing: nn.Embedding(vocab_size, d_model) has vocab_size * d_model parameters.":
+            lambda v, d, n, f: total(v, d, n, f) - v * d,
+        "the embedding is counted once per layer: there is one embedding table, before the first layer.":
+            lambda v, d, n, f: n * (v * d + layer(d, f)),
+        "the embedding is counted twice: the encoder has one table (the output projection to the vocabulary "
+        "belongs to the decoder side, chapter 7).": lambda v, d, n, f: total(v, d, n, f) + v * d,
+        "you added an output layer nn.Linear(d_model, vocab_size): the encoder ends with its last layer; the "
+        "generator belongs to the full Transformer (chapter 7).":
+            lambda v, d, n, f: total(v, d, n, f) + v * d + v,
+        "W_o is missing: multi-head attention has four d_model x d_model projections, W_q, W_k, W_v and W_o.":
+            lambda v, d, n, f: total(v, d, n, f) - n * (d * d + d),
+        "only one of the two feed-forward linear layers is counted: linear1 is d_model -> d_ff, linear2 "
+        "d_ff -> d_model.": lambda v, d, n, f: total(v, d, n, f) - n * (f * d + d),
+        "only one layer is counted: multiply the per-layer count by num_layers.":
+            lambda v, d, n, f: v * d + layer(d, f),
+        "the positional encoding is counted as parameters: it is a fixed buffer, not learned.":
+            lambda v, d, n, f: total(v, d, n, f) + 5000 * d,
+    }
+
+
+@_steady
+def check_encoder_parameter_count(encoder_parameter_count: Callable[[int, int, int, int], int],
+                                  seed: int = 0) -> None:
+    """Check ``encoder_parameter_count(vocab_size, d_model, num_layers, d_ff) -> int`` against the
+    number of parameters of real ``Encoder`` modules of several sizes, the paper's base model included.
+
+    The function must compute the count from the formula (integer arithmetic), without building
+    a model.
+    """
+    fn = expect_callable(encoder_parameter_count, "encoder_parameter_count")
+    check = Check("encoder_parameter_count")
+    check.refuse_answer_key(fn)
+    sizes = _sizes(seed)
+    built: list[str] = []
+
+    def record(module: nn.Module, name: str, param: Any) -> None:
+        built.append(f"{type(module).__name__}.{name}")
+
+    answers = []
+    for v, d, n, f in sizes:
+        call = f"encoder_parameter_count(vocab_size={v}, d_model={d}, num_layers={n}, d_ff={f})"
+        handle = torch.nn.modules.module.register_module_parameter_registration_hook(record)
+        try:
+            answer = check.call(fn, v, d, n, f, what=call, on_error={
+                "unexpected keyword argument": "keep the signature encoder_parameter_count(vocab_size, "
+                                               "d_model, num_layers, d_ff)."})
+        finally:
+            handle.remove()
+        if built:
+            fail(f"{call} builds a model ({built[0]} was created) and counts its parameters: this exercise asks "
+                 f"for the count from the formula, with integer arithmetic on the four sizes only.")
+        if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
+            extra = (" Use integer arithmetic (+, *, //), not /, which gives a float."
+                     if isinstance(answer, float) else "")
+            fail(f"{call} should return an int, but it returned {describe(answer)}.{extra}")
+        answers.append(int(answer))
+    expected = [_real_count(*s) for s in sizes]
+    for (v, d, n, f), got, want in zip(sizes, answers, expected):
+        if got != want:
+            message = (f"encoder_parameter_count(vocab_size={v}, d_model={d}, num_layers={n}, d_ff={f}) returned "
+                       f"{got:,}, but a real Encoder of these sizes has {want:,} parameters (yours is "
+                       f"{'over' if got > want else 'under'} by {abs(got - want):,}).")
+            for explanation, variant in _count_mistakes().items():
+                if all(variant(*s) == a for s, a in zip(sizes, answers)):
+                    fail(message + f"\nLikely mistake: {explanation}")
+            fail(message + "\nHint: count each piece of one layer (the four attention projections, the two "
+                           "feed-forward linear layers, the two LayerNorms), multiply by num_layers, and add the "
+                           "embedding table. Weights and biases both count; the positional encoding does not.")
+    check.passed(f"matches real Encoders of {len(sizes)} sizes, the paper's base encoder included "
+                 f"({expected[-1]:,} parameters)")
