@@ -12,7 +12,18 @@ from course_utils.reference.masking import create_masks
 
 @answer_key("Transformer")
 class Transformer(nn.Module):
-    """Encoder, decoder and ``generator`` (a linear layer to target-vocabulary logits)."""
+    """Encoder, decoder and ``generator`` (a linear layer to target-vocabulary logits).
+
+    Args:
+        src_vocab_size, tgt_vocab_size: sizes of the source and target vocabularies.
+        d_model, num_layers, num_heads, d_ff, dropout, max_seq_length: passed on to the
+            :class:`~course_utils.reference.Encoder` and :class:`~course_utils.reference.Decoder`
+            (defaults: the paper's base model).
+        pad_idx: the padding token of both vocabularies; ``forward`` builds its masks with it.
+
+    ``forward`` is for training (teacher forcing); generation calls ``encode`` once and
+    ``decode`` + ``generator`` once per new token (see :func:`~course_utils.reference.greedy_decode`).
+    """
 
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d_model: int = 512,
                  num_layers: int = 6, num_heads: int = 8, d_ff: int = 2048, dropout: float = 0.1,
@@ -30,12 +41,13 @@ class Transformer(nn.Module):
                 nn.init.xavier_uniform_(parameter)
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
-        """``src`` ``(B, Ls)`` -> memory ``(B, Ls, d_model)``."""
+        """``src`` ``(B, Ls)``, ``src_mask`` ``(B, 1, 1, Ls)`` -> memory ``(B, Ls, d_model)``."""
         return self.encoder(src, src_mask)
 
     def decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None = None,
                tgt_mask: Tensor | None = None) -> Tensor:
-        """``tgt`` ``(B, Lt)`` and memory -> decoder states ``(B, Lt, d_model)`` (before the generator)."""
+        """``tgt`` ``(B, Lt)``, memory ``(B, Ls, d_model)``, ``src_mask`` ``(B, 1, 1, Ls)``,
+        ``tgt_mask`` ``(B, 1, Lt, Lt)`` -> decoder states ``(B, Lt, d_model)`` (before the generator)."""
         return self.decoder(tgt, memory, src_mask, tgt_mask)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
