@@ -40,15 +40,17 @@ def answer_key(name: str):
                 _refuse_if_forbidden(name)
                 original_init(self, *args, **kwargs)
 
-            original_forward = obj.forward
-
-            @functools.wraps(original_forward)
-            def forward(self, *args: Any, **kwargs: Any) -> Any:
-                _refuse_if_forbidden(name)
-                return original_forward(self, *args, **kwargs)
-
             obj.__init__ = __init__  # type: ignore[misc]
-            obj.forward = forward  # type: ignore[attr-defined]
+            # Wrap forward only where there is one (an LRScheduler, for one, has none).
+            original_forward = getattr(obj, "forward", None)
+            if original_forward is not None:
+
+                @functools.wraps(original_forward)
+                def forward(self, *args: Any, **kwargs: Any) -> Any:
+                    _refuse_if_forbidden(name)
+                    return original_forward(self, *args, **kwargs)
+
+                obj.forward = forward  # type: ignore[attr-defined]
             obj.__answer_key__ = name  # type: ignore[attr-defined]
             return obj
 

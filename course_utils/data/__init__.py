@@ -18,6 +18,23 @@ from course_utils.data.files import (
     resolve_data_dir,
     verify_all,
 )
+from course_utils.data.multi30k import Multi30k, ParallelSplit, load_multi30k, verify_multi30k
+from course_utils.data.vocab import BOS_IDX, EOS_IDX, PAD_IDX, SPECIALS, UNK_IDX, Vocab
+from course_utils.data.batching import MAX_LEN, EncodedSplit, TokenBatches, encode_split
+from course_utils.data.tokenization import detokenize, tokenize
+from course_utils.data.toy import (
+    TOY_BOS_IDX,
+    TOY_EOS_IDX,
+    TOY_PAD_IDX,
+    TOY_TASKS,
+    TOY_TOKENS,
+    TOY_VOCAB_SIZE,
+    ToyTask,
+    make_toy_batch,
+    toy_answer,
+    toy_batches,
+    toy_to_text,
+)
 
 __all__ = [
     "DATA_DIR",

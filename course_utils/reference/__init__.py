@@ -7,8 +7,10 @@ the exercise that asks for them (see :mod:`course_utils.guard`).
 
 from course_utils.reference.attention import attention_scores, scaled_dot_product_attention
 from course_utils.reference.decoder import Decoder, DecoderLayer
+from course_utils.reference.decoding import greedy_decode
 from course_utils.reference.encoder import Encoder, EncoderLayer
 from course_utils.reference.feed_forward import FeedForwardNetwork
+from course_utils.reference.label_smoothing import LabelSmoothingLoss
 from course_utils.reference.masking import create_causal_mask, create_masks, create_padding_mask
 from course_utils.reference.multi_head_attention import (
     MultiHeadAttention,
@@ -16,6 +18,7 @@ from course_utils.reference.multi_head_attention import (
     split_heads,
 )
 from course_utils.reference.positional_encoding import PositionalEncoding, sinusoidal_table
+from course_utils.reference.schedule import NoamScheduler
 from course_utils.reference.transformer import Transformer
 
 __all__ = [
@@ -24,7 +27,9 @@ __all__ = [
     "Encoder",
     "EncoderLayer",
     "FeedForwardNetwork",
+    "LabelSmoothingLoss",
     "MultiHeadAttention",
+    "NoamScheduler",
     "PositionalEncoding",
     "Transformer",
     "attention_scores",
@@ -32,6 +37,7 @@ __all__ = [
     "create_causal_mask",
     "create_masks",
     "create_padding_mask",
+    "greedy_decode",
     "scaled_dot_product_attention",
     "sinusoidal_table",
     "split_heads",

@@ -1,0 +1,103 @@
+"""The training command line, `python -m course_utils.train`: the smoke preset end to end
+(checkpoint and metrics), overrides, presets, and loading a checkpoint into a model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils import train
+from course_utils.data import Vocab
+from course_utils.evaluation import translate_sentences
+from course_utils.reference import Transformer
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke")
+    result = subprocess.run([sys.executable, "-m", "course_utils.train", "--preset", "smoke", "--out", str(out),
+                             "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "wrote" in result.stdout
+    return out
+
+
+def test_smoke_preset_writes_metrics_with_every_field(smoke_run: Path) -> None:
+    metrics = json.loads((smoke_run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["preset"] == "smoke"
+    for key in ("bleu_tokenized", "sacrebleu", "test_perplexity", "val_perplexity", "train_minutes",
+                "total_minutes", "parameters", "steps", "epochs_completed"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert metrics["sacrebleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+    assert metrics["beam"]["beam_size"] == 4 and "bleu_gain_over_greedy" in metrics["beam"]
+    assert metrics["hardware"]["device"] in ("cpu", "cuda") and metrics["hardware"]["torch_threads"] >= 1
+    assert metrics["versions"]["torch"] == torch.__version__ and "sacrebleu" in metrics["versions"]
+    assert metrics["data"]["train_pairs"] == 2_000
+    assert metrics["test_set"].startswith("test2016") and len(metrics["examples"]) == 5
+    assert len(metrics["history"]) == 1 and metrics["history"][0]["batch_losses"]
+
+
+def test_smoke_checkpoint_loads_and_translates(smoke_run: Path) -> None:
+    saved = train.load_checkpoint(smoke_run, device="cpu")
+    assert isinstance(saved.model, Transformer) and not saved.model.training
+    assert saved.preset == train.PRESETS["smoke"]
+    assert isinstance(saved.src_vocab, Vocab) and saved.src_vocab.lowercase
+    [english] = translate_sentences(saved.model, ["Ein Hund läuft."], saved.src_vocab, saved.tgt_vocab)
+    assert isinstance(english, str)
+
+
+def test_a_checkpoint_does_not_load_into_a_model_with_other_names(smoke_run: Path) -> None:
+    class Renamed(nn.Module):
+        def __init__(self, src_vocab_size, tgt_vocab_size, **kwargs):
+            super().__init__()
+            self.projection = nn.Linear(2, 2)
+
+    with pytest.raises(RuntimeError, match="do not fit Renamed"):
+        train.load_checkpoint(smoke_run / "model.pt", model_class=Renamed, device="cpu")
+
+
+def test_a_missing_checkpoint_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"python -m course_utils\.train --preset cpu"):
+        train.load_checkpoint(tmp_path)
+
+
+def test_command_line_overrides() -> None:
+    preset, args = train._parse(["--preset", "cpu", "--epochs", "2", "--max-minutes", "0.5", "--bf16", "false",
+                                 "--out", "/tmp/x"])
+    assert preset == dataclasses.replace(train.PRESETS["cpu"], epochs=2, max_minutes=0.5, bf16=False)
+    assert args.out == Path("/tmp/x")
+    with pytest.raises(SystemExit):
+        train._parse(["--preset", "tpu"])
+
+
+def test_presets_respect_their_budgets() -> None:
+    cpu, gpu, smoke = train.PRESETS["cpu"], train.PRESETS["gpu"], train.PRESETS["smoke"]
+    assert cpu.max_minutes is not None and cpu.max_minutes <= 15
+    assert smoke.train_subset and smoke.eval_subset and smoke.epochs == 1
+    for preset in (cpu, gpu, smoke):
+        assert preset.d_model % preset.num_heads == 0
+        assert preset.min_freq == 2 and preset.lowercase and preset.beam_size == 4
+
+
+def test_autocast_wrapper_shares_the_weights() -> None:
+    model = Transformer(11, 13, d_model=16, num_layers=1, num_heads=2, d_ff=32, dropout=0.0)
+    wrapped = train.Autocast(model, "cpu")
+    assert list(wrapped.parameters()) == list(model.parameters())
+    wrapped.eval()
+    assert not model.training
+    logits = wrapped(torch.tensor([[2, 5, 3]]), torch.tensor([[2, 7]]))
+    assert logits.dtype == torch.float32 and logits.shape == (1, 2, 13)
+    fp32 = dataclasses.replace(train.PRESETS["smoke"], bf16=False)
+    assert train.for_training(model, fp32, "cpu") is model
+
+
+def test_time_limited_stops_yielding_after_the_deadline() -> None:
+    assert list(train.time_limited(iter(range(5)), None)) == [0, 1, 2, 3, 4]
+    assert list(train.time_limited(iter(range(5)), 0.0)) == []
