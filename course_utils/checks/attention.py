@@ -25,9 +25,13 @@ from course_utils.checks.harness import (
 )
 
 _MATMUL_HINTS = {
+    # Checked in order: the first needle found in the error message gives the hint.
     "cannot be multiplied": "query @ key needs the key's last two axes swapped: key.transpose(-2, -1).",
-    "must match the size": "query @ key needs the key's last two axes swapped: key.transpose(-2, -1).",
-    "size of tensor a": "check which axes you transposed: only the last two, key.transpose(-2, -1).",
+    "Expected size for first two dimensions": "query @ key needs the key's last two axes swapped: "
+                                              "key.transpose(-2, -1).",
+    # Broadcasting failures, raised by @ on the batch axes as well as by +, * or masked_fill.
+    "size of tensor a": "query @ key needs the key's last two axes swapped, and only those: "
+                        "key.transpose(-2, -1); a mask must broadcast against the scores (..., Lq, Lk).",
 }
 
 
@@ -118,7 +122,7 @@ def check_scaled_dot_product_attention(
             out, weights = expect_pair(check.call(fn, q_s, k_s, v_s, what=what, on_error=_MATMUL_HINTS),
                                        what, ("output", "weights"))
             expect_tensor(out, "the output")
-            expect_tensor(weights, "the attention weights", (*batch_shape, lq, lk),
+            expect_tensor(weights, "the attention-weight tensor", (*batch_shape, lq, lk),
                           hint="weights have one row per query and one column per key: (..., Lq, Lk). "
                                "If yours is (..., Lk, Lq) or (..., Lq, d_v), check the order of "
                                "return values: (output, weights).")
@@ -139,7 +143,7 @@ def check_scaled_dot_product_attention(
                 got_out, got_w = expect_pair(
                     check.call(fn, q, k, v, mask, what=f"scaled_dot_product_attention(query, key, value, mask) with {label}"),
                     what, ("output", "weights"))
-                expect_tensor(got_w, f"the attention weights with {label}", (*batch_shape, lq, lk))
+                expect_tensor(got_w, f"the attention-weight tensor with {label}", (*batch_shape, lq, lk))
                 full = mask.expand(*batch_shape, lq, lk)
                 leaked = got_w.detach().masked_select(~full).abs()
                 if leaked.numel() and leaked.max() > 1e-6:
@@ -152,7 +156,7 @@ def check_scaled_dot_product_attention(
                     fail(f"with {label}{where}, keys where the mask is False got weight up to "
                          f"{leaked.max().item():.3g}; they must get exactly 0.\nHint: {reason}")
                 _expect_rows_sum_to_one(got_w, where + f" with {label}",
-                                        extra="if you zeroed masked weights after the softmax, the rest "
+                                        extra="If you zeroed masked weights after the softmax, the rest "
                                               "no longer sum to 1: mask the scores before the softmax instead.")
                 expect_close(got_w, reference.scaled_dot_product_attention(q, k, v, mask)[1],
                              f"the attention weights with {label}{where}")

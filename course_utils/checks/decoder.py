@@ -31,17 +31,38 @@ from course_utils.checks.harness import (
     compare_gradients,
     describe,
     device_names,
-    devices,
+    devices_and_dtypes,
     expect_close,
     expect_linear,
     expect_module_class,
     fail,
+    is_close,
     leaf_copies,
+    removing_hooks,
     seeded,
     tolerance,
 )
+from course_utils.checks.modules import (
+    apply_sublayers,
+    builtin_feed_forward,
+    builtin_stack,
+    builtin_twin,
+    copy_feed_forward_and_norms,
+    direct_dropouts,
+    expect_attention,
+    expect_attribute,
+    expect_default_depth,
+    expect_deterministic,
+    expect_layer_dropout,
+    expect_layer_norm,
+    expect_stack_input,
+    own_layers_output,
+    randomize_norms,
+    right_padding_mask,
+    sinusoidal_positions,
+    to_key_padding_mask,
+)
 from course_utils.checks.multi_head_attention import copy_mha_into_builtin, to_builtin_mask
-from course_utils.reference.positional_encoding import sinusoidal_table
 
 _SHAPE_HINTS = {
     "must match the size of tensor": "x is (B, Lt, d_model) and memory is (B, Ls, d_model) with Lt != Ls "
@@ -71,34 +92,14 @@ def copy_decoder_layer_into_builtin(layer: nn.Module,
     """
     copy_mha_into_builtin(layer.self_attn, builtin.self_attn)
     copy_mha_into_builtin(layer.cross_attn, builtin.multihead_attn)
-    with torch.no_grad():
-        for name in ("linear1", "linear2"):
-            getattr(builtin, name).weight.copy_(getattr(layer.feed_forward, name).weight)
-            getattr(builtin, name).bias.copy_(getattr(layer.feed_forward, name).bias)
-        for name in ("norm1", "norm2", "norm3"):
-            getattr(builtin, name).weight.copy_(getattr(layer, name).weight)
-            getattr(builtin, name).bias.copy_(getattr(layer, name).bias)
+    copy_feed_forward_and_norms(layer, builtin, ("norm1", "norm2", "norm3"))
     return builtin
 
 
 def _builtin_twin(layer: nn.Module, d_model: int, num_heads: int, d_ff: int) -> nn.TransformerDecoderLayer:
     """``nn.TransformerDecoderLayer`` on the layer's device and dtype, holding its weights, in eval mode."""
-    twin = nn.TransformerDecoderLayer(d_model, num_heads, d_ff, dropout=0.1, activation="relu",
-                                      batch_first=True, norm_first=False)
-    weight = layer.self_attn.W_q.weight
-    twin.to(device=weight.device, dtype=weight.dtype)
-    return copy_decoder_layer_into_builtin(layer, twin).eval()
-
-
-def _randomize_norms(module: nn.Module, seed: int) -> None:
-    """Give every LayerNorm a random scale and shift: with the defaults (1 and 0), norms in the
-    wrong order would go unnoticed."""
-    with seeded(seed), torch.no_grad():
-        for norm in (m for m in module.modules() if isinstance(m, nn.LayerNorm)):
-            if norm.weight is not None:
-                norm.weight.copy_(1 + 0.5 * torch.randn_like(norm.weight, device="cpu"))
-            if norm.bias is not None:
-                norm.bias.copy_(0.5 * torch.randn_like(norm.bias, device="cpu"))
+    return builtin_twin(nn.TransformerDecoderLayer, copy_decoder_layer_into_builtin, layer, d_model, num_heads,
+                        d_ff)
 
 
 # --------------------------------------------------------------------------------------
@@ -111,13 +112,6 @@ def _causal(lt: int, device: torch.device) -> Tensor:
     return torch.ones(lt, lt, dtype=torch.bool, device=device).tril()[None, None]
 
 
-def _padding(batch: int, length: int, device: torch.device, generator: torch.Generator) -> Tensor:
-    """``(B, 1, 1, L)`` right padding, the first sequence padded by two, every sequence keeps >= 1."""
-    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
-    lengths[0] = max(1, length - 2)
-    return (torch.arange(length)[None, :] < lengths[:, None])[:, None, None, :].to(device)
-
-
 @dataclass
 class _Masks:
     src: Tensor  # (B, 1, 1, Ls) padding
@@ -128,8 +122,23 @@ class _Masks:
 def _masks(batch: int, lt: int, ls: int, device: torch.device, seed: int) -> _Masks:
     generator = torch.Generator().manual_seed(seed)
     causal = _causal(lt, device)
-    return _Masks(src=_padding(batch, ls, device, generator), causal=causal,
-                  tgt=_padding(batch, lt, device, generator) & causal)
+    return _Masks(src=right_padding_mask(batch, ls, device, generator, 2), causal=causal,
+                  tgt=right_padding_mask(batch, lt, device, generator, 2) & causal)
+
+
+def _mask_cases(masks: _Masks) -> list[tuple[str, Tensor | None, Tensor | None]]:
+    """(label, src_mask, tgt_mask) of the three comparisons with the built-in."""
+    return [
+        ("a causal tgt_mask (1, 1, Lt, Lt) and a padding src_mask (B, 1, 1, Ls)", masks.src, masks.causal),
+        ("a causal and padded tgt_mask (B, 1, Lt, Lt) and a padding src_mask (B, 1, 1, Ls)", masks.src, masks.tgt),
+        ("no masks", None, None),
+    ]
+
+
+def _builtin_masks(src_mask: Tensor | None, tgt_mask: Tensor | None, batch: int, num_heads: int, lt: int,
+                   ls: int) -> tuple[Tensor | None, Tensor | None]:
+    """``(tgt_mask, memory_mask)`` as ``nn.TransformerDecoderLayer`` takes them (True = blocked)."""
+    return to_builtin_mask(tgt_mask, batch, num_heads, lt, lt), to_builtin_mask(src_mask, batch, num_heads, lt, ls)
 
 
 def _validate_sizes(lt: int, ls: int, d_model: int, num_heads: int) -> None:
@@ -179,11 +188,8 @@ def _recording(modules: dict[str, nn.Module]) -> Iterator[list[_Call]]:
 
         handles.append(module.register_forward_pre_hook(enter, with_kwargs=True))
         handles.append(module.register_forward_hook(leave))
-    try:
+    with removing_hooks(handles):
         yield calls
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _length(t: Any) -> int | None:
@@ -309,6 +315,15 @@ class _Runner:
         problem = self.routing(self.last_calls, True)
         return f"\nLikely mistake: {problem}" if problem else ""
 
+    def explain_mismatch(self, got: Any, want: Tensor, what: str, against: str) -> None:
+        """When ``got`` has ``want``'s shape but other values, fail with the routing diagnosis of
+        the last call, if there is one (``against`` names where ``want`` comes from)."""
+        if isinstance(got, Tensor) and got.shape == want.shape and not is_close(got, want):
+            problem = self.explain()
+            if problem:
+                fail(f"the output of {what} differs from {against} (largest error "
+                     f"{(got - want).abs().max().item():.3g}).{problem}")
+
 
 _SOFT = ("self.cross_attn is never called", "only ", "Decoder does not pass", "tgt_mask is not passed",
          "src_mask is not passed")
@@ -326,30 +341,13 @@ def _soft(problem: str) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def _close(a: Tensor, b: Tensor) -> bool:
-    atol, rtol = tolerance(b.dtype)
-    return a.shape == b.shape and bool(torch.allclose(a, b, atol=atol, rtol=rtol))
-
-
-def _expect_deterministic(run: Callable[[], Tensor], what: str) -> None:
-    first, second = run(), run()
-    if not torch.equal(first, second):
-        fail(f"{what} gave two different outputs for the same input in eval mode: something random "
-             f"runs in eval mode. Use nn.Dropout modules (self.dropout), which switch off after "
-             f".eval(), rather than torch.nn.functional.dropout without training=self.training.")
-
-
 def _expect_dropout_calls(module: nn.Module, run: Callable[[], Any], owner: str, expected: int,
                           where: str) -> None:
     """The module's own nn.Dropout children (not those inside its sublayers) are called ``expected`` times."""
     count = [0]
-    children = [m for m in module.children() if isinstance(m, nn.Dropout)]
-    handles = [m.register_forward_pre_hook(lambda *_: count.__setitem__(0, count[0] + 1)) for m in children]
-    try:
+    with removing_hooks(m.register_forward_pre_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+                        for m in direct_dropouts(module)):
         run()
-    finally:
-        for handle in handles:
-            handle.remove()
     if count[0] != expected:
         fail(f"{owner}.dropout was applied {count[0]} time(s) in one forward pass, expected {expected}: "
              f"{where}. (In eval mode dropout does nothing, but in training it is the regulariser of "
@@ -378,19 +376,52 @@ def _expect_padding_ignored(run: Callable[[Tensor], Tensor], memory: Tensor, src
                             explain: Callable[[], str]) -> None:
     """Memory at padded source positions does not matter; memory at real positions does."""
     base = run(memory)
-    padded = ~src_mask[:, 0, 0, :]  # (B, Ls), True at padding
+    padded = to_key_padding_mask(src_mask)  # (B, Ls), True at padding
     noise = torch.randn_like(memory) * 3
     at_padding = run(torch.where(padded[..., None], memory + noise, memory))
-    if not _close(at_padding, base):
+    if not is_close(at_padding, base):
         fail(f"{what}: changing memory only at padded source positions (where src_mask is False) changed "
              f"the output by up to {(at_padding - base).abs().max().item():.3g}: cross-attention must not "
              f"look at padding. Pass src_mask to cross-attention: "
              f"self.cross_attn(x, memory, memory, src_mask)." + explain())
     at_tokens = run(torch.where(padded[..., None], memory, memory + noise))
-    if _close(at_tokens, base):
+    if is_close(at_tokens, base):
         fail(f"{what}: changing memory at the real source positions did not change the output: the "
              f"decoder ignores the source sentence. Cross-attention takes its keys and values from memory: "
              f"self.cross_attn(x, memory, memory, src_mask)." + explain())
+
+
+def _redraw_states(x: Tensor, i: int) -> Tensor:
+    """``x`` with new random vectors after position ``i`` (for the causality test)."""
+    x = x.clone()
+    x[:, i + 1:] = torch.randn_like(x[:, i + 1:])
+    return x
+
+
+def _redraw_tokens(vocab_size: int) -> Callable[[Tensor, int], Tensor]:
+    """A perturbation for the causality test: other token ids after position ``i``."""
+    def perturb(t: Tensor, i: int) -> Tensor:
+        t = t.clone()
+        t[:, i + 1:] = (t[:, i + 1:] + torch.randint_like(t[:, i + 1:], 1, vocab_size)) % vocab_size
+        return t
+
+    return perturb
+
+
+def _expect_properties(runner: _Runner, module: nn.Module, first: Tensor, memory: Tensor, masks: _Masks,
+                       perturb: Callable[[Tensor, int], Tensor], what: str, where: str, dropout_calls: int,
+                       dropout_where: str) -> None:
+    """The properties of a decoder layer or stack called as ``module(first, memory, src_mask, tgt_mask)``
+    (``first`` is x or tgt) with a causal tgt_mask: determinism in eval mode, ``dropout_calls``
+    calls of its own dropout, causality (``perturb(first, i)`` changes what follows position i),
+    and padded memory ignored."""
+    def run(t: Tensor = first, m: Tensor = memory) -> Any:
+        return runner(t, m, masks.src, masks.causal, what=what)
+
+    expect_deterministic(run, f"{what}{where}", switched_off="which switch off after .eval()")
+    _expect_dropout_calls(module, run, runner.owner, dropout_calls, dropout_where)
+    _expect_causal(lambda t: run(t=t), first, perturb, f"{what}{where}", runner.explain)
+    _expect_padding_ignored(lambda m: run(m=m), memory, masks.src, f"{what}{where}", runner.explain)
 
 
 # --------------------------------------------------------------------------------------
@@ -398,40 +429,20 @@ def _expect_padding_ignored(run: Callable[[Tensor], Tensor], memory: Tensor, src
 # --------------------------------------------------------------------------------------
 
 
-def _expect_attribute(module: nn.Module, owner: str, name: str, create: str) -> Any:
-    value = getattr(module, name, None)
-    if value is None:
-        fail(f"{owner} has no attribute {name}: in __init__, create self.{name} = {create}.")
-    return value
-
-
 def _expect_layer_structure(layer: nn.Module, owner: str, d_model: int, num_heads: int, d_ff: int,
                             dropout: float) -> None:
     """self_attn, cross_attn, feed_forward, norm1..3 and dropout, with the right sizes."""
-    attentions = []
-    for name in ("self_attn", "cross_attn"):
-        attention = _expect_attribute(layer, owner, name, "MultiHeadAttention(d_model, num_heads, dropout)")
-        if not isinstance(attention, nn.Module):
-            fail(f"{owner}.{name} should be a MultiHeadAttention module, but it is {describe(attention)}.")
-        for projection in ("W_q", "W_k", "W_v", "W_o"):
-            if getattr(attention, projection, None) is None:
-                fail(f"{owner}.{name} has no {projection}: it should be a MultiHeadAttention(d_model, "
-                     f"num_heads, dropout) from chapter 2 (course_utils.reference's or yours), whose "
-                     f"weights the check copies into nn.TransformerDecoderLayer.")
-            expect_linear(attention, f"{owner}.{name}", projection, d_model, d_model)
-        attentions.append(attention)
+    attentions = [expect_attention(layer, owner, name, d_model, "nn.TransformerDecoderLayer")
+                  for name in ("self_attn", "cross_attn")]
     if attentions[0] is attentions[1]:
         fail(f"{owner}.cross_attn is the same module as {owner}.self_attn: the two attentions must be "
              f"two MultiHeadAttention(...) objects with their own weights.")
-    ffn = _expect_attribute(layer, owner, "feed_forward", "FeedForwardNetwork(d_model, d_ff, dropout)")
+    ffn = expect_attribute(layer, owner, "feed_forward", "FeedForwardNetwork(d_model, d_ff, dropout)")
     expect_linear(ffn, f"{owner}.feed_forward", "linear1", d_model, d_ff)
     expect_linear(ffn, f"{owner}.feed_forward", "linear2", d_ff, d_model)
     norms = []
     for name in ("norm1", "norm2", "norm3"):
-        norm = _expect_attribute(layer, owner, name, "nn.LayerNorm(d_model)")
-        if not isinstance(norm, nn.LayerNorm) or tuple(norm.normalized_shape) != (d_model,):
-            fail(f"{owner}.{name} should be nn.LayerNorm({d_model}), but it is {describe(norm)}"
-                 f"{'' if not isinstance(norm, nn.LayerNorm) else f' over {tuple(norm.normalized_shape)}'}.")
+        norm = expect_layer_norm(layer, owner, name, d_model)
         if norm.weight is None:
             fail(f"{owner}.{name} has no learnable scale and shift: keep nn.LayerNorm's default "
                  f"elementwise_affine=True.")
@@ -439,12 +450,7 @@ def _expect_layer_structure(layer: nn.Module, owner: str, d_model: int, num_head
     if len({id(n) for n in norms}) < 3:
         fail(f"{owner}.norm1, norm2 and norm3 are not three different LayerNorms: each sublayer has its "
              f"own, with its own scale and shift; create three nn.LayerNorm(d_model).")
-    drop = _expect_attribute(layer, owner, "dropout", "nn.Dropout(dropout)")
-    if not isinstance(drop, nn.Dropout):
-        fail(f"{owner}.dropout should be nn.Dropout(dropout), but it is {describe(drop)}.")
-    if not math.isclose(drop.p, dropout):
-        fail(f"{owner}.dropout has p={drop.p}, but the layer was built with dropout={dropout}: "
-             f"create self.dropout = nn.Dropout(dropout).")
+    expect_layer_dropout(layer, owner, dropout)
 
 
 # --------------------------------------------------------------------------------------
@@ -467,18 +473,11 @@ def _layer_variant(twin: nn.TransformerDecoderLayer, x: Tensor, memory: Tensor, 
                                    need_weights=False)[0]
 
     def ff(h: Tensor) -> Tensor:
-        return twin.linear2(torch.relu(twin.linear1(h)))
+        return builtin_feed_forward(twin, h)
 
+    steps = [(block, norm_modules[norm_index], keep) for block, norm_index, keep in zip((sa, ca, ff), norms, residual)]
     with torch.no_grad():
-        for block, norm_index, keep in zip((sa, ca, ff), norms, residual):
-            norm = norm_modules[norm_index]
-            if pre_norm:
-                x = x + block(norm(x)) if keep else block(norm(x))
-            elif norm_inside:
-                x = x + norm(block(x)) if keep else norm(block(x))
-            else:
-                x = norm(x + block(x)) if keep else norm(block(x))
-        return x
+        return apply_sublayers(x, steps, pre_norm=pre_norm, norm_inside=norm_inside)
 
 
 _ORDINAL = ("self-attention", "cross-attention", "feed-forward")
@@ -538,74 +537,46 @@ def check_decoder_layer(DecoderLayer: type[nn.Module], seed: int = 0, batch: int
                            what=f"DecoderLayer({d_model}, {num_heads}, {d_ff}, dropout=0.1)",
                            on_error=_SHAPE_HINTS)
     _expect_layer_structure(layer, "DecoderLayer", d_model, num_heads, d_ff, 0.1)
-    _randomize_norms(layer, seed + 1)
+    randomize_norms([layer], seed + 1)
     layer.eval()
     what = "DecoderLayer.forward(x, memory, src_mask, tgt_mask)"
 
-    for device in devices():
-        for dtype in (torch.float32, torch.float64):
-            layer.to(device=device, dtype=dtype)
-            twin = _builtin_twin(layer, d_model, num_heads, d_ff)
-            where = f" on {device.type} in {str(dtype).replace('torch.', '')}"
-            with seeded(seed + 2):
-                x = torch.randn(batch, lt, d_model, dtype=dtype).to(device)
-                memory = torch.randn(batch, ls, d_model, dtype=dtype).to(device)
-            masks = _masks(batch, lt, ls, device, seed + 3)
+    for device, dtype, where in devices_and_dtypes(layer):
+        twin = _builtin_twin(layer, d_model, num_heads, d_ff)
+        with seeded(seed + 2):
+            x = torch.randn(batch, lt, d_model, dtype=dtype).to(device)
+            memory = torch.randn(batch, ls, d_model, dtype=dtype).to(device)
+        masks = _masks(batch, lt, ls, device, seed + 3)
 
-            def routing(calls: list[_Call], finished: bool, src: Tensor | None = masks.src,
-                        tgt: Tensor | None = masks.causal) -> str | None:
-                return _attention_routing(calls, lt, ls, src, tgt, finished)
+        def routing(calls: list[_Call], finished: bool, src: Tensor | None = masks.src,
+                    tgt: Tensor | None = masks.causal) -> str | None:
+            return _attention_routing(calls, lt, ls, src, tgt, finished)
 
-            runner = _Runner(check, layer, {"self_attn": layer.self_attn, "cross_attn": layer.cross_attn},
-                             routing, "DecoderLayer")
-            with torch.no_grad():
-                if device.type == "cpu" and dtype == torch.float32:
-                    _expect_deterministic(lambda: runner(x, memory, masks.src, masks.causal, what=what),
-                                          f"{what}{where}")
-                    _expect_dropout_calls(layer, lambda: runner(x, memory, masks.src, masks.causal, what=what),
-                                          "DecoderLayer", 3,
-                                          "once on the output of each of the three sublayers, before its "
-                                          "residual add: norm(x + self.dropout(sublayer(x)))")
+        runner = _Runner(check, layer, {"self_attn": layer.self_attn, "cross_attn": layer.cross_attn},
+                         routing, "DecoderLayer")
+        with torch.no_grad():
+            if device.type == "cpu" and dtype == torch.float32:
+                _expect_properties(runner, layer, x, memory, masks, _redraw_states, what, where, 3,
+                                   "once on the output of each of the three sublayers, before its "
+                                   "residual add: norm(x + self.dropout(sublayer(x)))")
 
-                    def perturb(t: Tensor, i: int) -> Tensor:
-                        t = t.clone()
-                        t[:, i + 1:] = torch.randn_like(t[:, i + 1:])
-                        return t
-
-                    _expect_causal(lambda t: runner(t, memory, masks.src, masks.causal, what=what), x, perturb,
-                                   f"{what}{where}", runner.explain)
-                    _expect_padding_ignored(lambda m: runner(x, m, masks.src, masks.causal, what=what), memory,
-                                            masks.src, f"{what}{where}", runner.explain)
-
-                cases = [
-                    ("a causal tgt_mask (1, 1, Lt, Lt) and a padding src_mask (B, 1, 1, Ls)", masks.src,
-                     masks.causal),
-                    ("a causal and padded tgt_mask (B, 1, Lt, Lt) and a padding src_mask (B, 1, 1, Ls)",
-                     masks.src, masks.tgt),
-                    ("no masks", None, None),
-                ]
-                for label, src_mask, tgt_mask in cases:
-                    runner.routing = lambda calls, finished, s=src_mask, t=tgt_mask: _attention_routing(
-                        calls, lt, ls, s, t, finished)
-                    case_what = f"{what} with {label}, Lt={lt}, Ls={ls}{where}"
-                    args = (x, memory) if src_mask is None else (x, memory, src_mask, tgt_mask)
-                    got = runner(*args, what=case_what)
-                    tgt_b = to_builtin_mask(tgt_mask, batch, num_heads, lt, lt)
-                    src_b = to_builtin_mask(src_mask, batch, num_heads, lt, ls)
-                    want = twin(x, memory, tgt_mask=tgt_b, memory_mask=src_b)
-                    if isinstance(got, Tensor) and got.shape == want.shape and not _close(got, want):
-                        problem = runner.explain()
-                        if problem:
-                            fail(f"the output of {case_what} differs from nn.TransformerDecoderLayer's "
-                                 f"(largest error {(got - want).abs().max().item():.3g}).{problem}")
-                    expect_close(got, want, f"the output of {case_what}",
-                                 mistakes=_layer_mistakes(twin, x, memory, tgt_b, src_b),
-                                 shape_hint="the layer returns (B, Lt, d_model): one vector per target "
-                                            "position, like its input x.",
-                                 hint="compare step by step with the three sublayers: "
-                                      "norm1(x + dropout(self_attn(x, x, x, tgt_mask))), then "
-                                      "norm2(x + dropout(cross_attn(x, memory, memory, src_mask))), then "
-                                      "norm3(x + dropout(feed_forward(x))).")
+            for label, src_mask, tgt_mask in _mask_cases(masks):
+                runner.routing = lambda calls, finished, s=src_mask, t=tgt_mask: _attention_routing(
+                    calls, lt, ls, s, t, finished)
+                case_what = f"{what} with {label}, Lt={lt}, Ls={ls}{where}"
+                args = (x, memory) if src_mask is None else (x, memory, src_mask, tgt_mask)
+                got = runner(*args, what=case_what)
+                tgt_b, src_b = _builtin_masks(src_mask, tgt_mask, batch, num_heads, lt, ls)
+                want = twin(x, memory, tgt_mask=tgt_b, memory_mask=src_b)
+                runner.explain_mismatch(got, want, case_what, "nn.TransformerDecoderLayer's")
+                expect_close(got, want, f"the output of {case_what}",
+                             mistakes=_layer_mistakes(twin, x, memory, tgt_b, src_b),
+                             shape_hint="the layer returns (B, Lt, d_model): one vector per target "
+                                        "position, like its input x.",
+                             hint="compare step by step with the three sublayers: "
+                                  "norm1(x + dropout(self_attn(x, x, x, tgt_mask))), then "
+                                  "norm2(x + dropout(cross_attn(x, memory, memory, src_mask))), then "
+                                  "norm3(x + dropout(feed_forward(x))).")
 
     # Gradients reach x and memory, as through the built-in.
     layer.to(device="cpu", dtype=torch.float64)
@@ -617,8 +588,8 @@ def check_decoder_layer(DecoderLayer: type[nn.Module], seed: int = 0, batch: int
     x_s, m_s = leaf_copies(x, memory)
     x_t, m_t = leaf_copies(x, memory)
     got = check.call(layer, x_s, m_s, masks.src, masks.tgt, what=f"{what} for gradients")
-    want = twin(x_t, m_t, tgt_mask=to_builtin_mask(masks.tgt, batch, num_heads, lt, lt),
-                memory_mask=to_builtin_mask(masks.src, batch, num_heads, lt, ls))
+    tgt_b, src_b = _builtin_masks(masks.src, masks.tgt, batch, num_heads, lt, ls)
+    want = twin(x_t, m_t, tgt_mask=tgt_b, memory_mask=src_b)
     compare_gradients(got, want, {"x": x_s, "memory": m_s}, {"x": x_t, "memory": m_t},
                       "DecoderLayer's output", seed + 5)
     check.passed(f"matches nn.TransformerDecoderLayer (causal/padded/no masks, Lt != Ls, float32/float64, "
@@ -630,59 +601,13 @@ def check_decoder_layer(DecoderLayer: type[nn.Module], seed: int = 0, batch: int
 # --------------------------------------------------------------------------------------
 
 
-def _embed(decoder: nn.Module, tgt: Tensor, d_model: int, max_seq_length: int, *, scale: float | None = None,
-           pe_first: bool = False, with_pe: bool = True) -> Tensor:
-    """The decoder's input: embedding * sqrt(d_model) + PE (or a wrong variant of it)."""
-    emb = decoder.embedding.weight[tgt]
-    pe = _positions(decoder, tgt.size(1), d_model, max_seq_length, emb)
-    scale = math.sqrt(d_model) if scale is None else scale
-    if not with_pe:
-        return emb * scale
-    return (emb + pe) * scale if pe_first else emb * scale + pe
-
-
-def _positions(decoder: nn.Module, length: int, d_model: int, max_seq_length: int, like: Tensor) -> Tensor:
-    """The sinusoidal table ``(length, d_model)`` in ``like``'s dtype and device.
-
-    A positional encoding usually stores its table as a float32 buffer that ``.to(float64)``
-    casts, so in float64 the expected table is the float32 one, cast; a table the student's
-    module computes in float64 itself is used when it agrees with it to float32 precision.
-    """
-    table = sinusoidal_table(max_seq_length, d_model)[:length].to(like)
-    if like.dtype == torch.float64:
-        try:
-            with torch.no_grad():
-                own = decoder.positional_encoding(torch.zeros(1, length, d_model, dtype=like.dtype,
-                                                              device=like.device))[0]
-            if own.shape == table.shape and torch.allclose(own, table, atol=1e-6, rtol=0):
-                return own
-        except Exception:  # noqa: BLE001 - a broken module is reported by the float32 run
-            pass
-    return table
-
-
 def _stack_variant(decoder: nn.Module, twins: list[nn.TransformerDecoderLayer], tgt: Tensor, memory: Tensor,
                    tgt_b: Tensor | None, src_b: Tensor | None, d_model: int, max_seq_length: int, *,
-                   chained: bool = True, layers: slice = slice(None), **embed: Any) -> Tensor:
-    with torch.no_grad():
-        start = _embed(decoder, tgt, d_model, max_seq_length, **embed)
-        x = start
-        for twin in twins[layers]:
-            x = twin(x if chained else start, memory, tgt_mask=tgt_b, memory_mask=src_b)
-        return x
-
-
-def _own_layers(decoder: nn.Module, tgt: Tensor, memory: Tensor, src_mask: Tensor | None,
-                tgt_mask: Tensor | None, d_model: int, max_seq_length: int) -> Tensor | None:
-    """The right stack built from the student's own layers (None if they fail)."""
-    try:
-        with torch.no_grad():
-            x = _embed(decoder, tgt, d_model, max_seq_length)
-            for layer in decoder.layers:
-                x = layer(x, memory, src_mask, tgt_mask)
-            return x if isinstance(x, Tensor) else None
-    except Exception:  # noqa: BLE001 - the student's layer may crash; then this is not the diagnosis
-        return None
+                   chained: bool = True, layers: slice = slice(None), **embedding: Any) -> Tensor:
+    """The stack computed with the built-in twins, in a wrong (or, with the defaults, the right) way."""
+    return builtin_stack(decoder, tgt, d_model, max_seq_length, twins[layers],
+                         lambda twin, h: twin(h, memory, tgt_mask=tgt_b, memory_mask=src_b), chained=chained,
+                         **embedding)
 
 
 def _decoder_mistakes(decoder: nn.Module, twins: list[nn.TransformerDecoderLayer], tgt: Tensor, memory: Tensor,
@@ -695,7 +620,7 @@ def _decoder_mistakes(decoder: nn.Module, twins: list[nn.TransformerDecoderLayer
         "your Decoder wires the stack right, but its layers differ from nn.TransformerDecoderLayer: fix "
         "DecoderLayer first (checks.check_decoder_layer says what is wrong), or build the stack from "
         "course_utils.reference.DecoderLayer meanwhile.":
-            lambda: _own_layers(decoder, tgt, memory, src_mask, tgt_mask, d_model, max_seq_length),
+            lambda: own_layers_output(decoder, tgt, d_model, max_seq_length, memory, src_mask, tgt_mask),
         "the embeddings are not multiplied by sqrt(d_model) (section 3.4): "
         "self.embedding(tgt) * math.sqrt(d_model), then the positional encoding.": v(scale=1.0),
         "the embeddings are divided by sqrt(d_model); section 3.4 multiplies them by sqrt(d_model).":
@@ -736,21 +661,9 @@ def check_decoder(Decoder: type[nn.Module], seed: int = 0, batch: int = 2, lt: i
     with seeded(seed):
         decoder = check.call(cls, vocab_size, d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff,
                              dropout=0.1, max_seq_length=max_seq_length, what=built, on_error=_SHAPE_HINTS)
-    embedding = _expect_attribute(decoder, "Decoder", "embedding", "nn.Embedding(vocab_size, d_model)")
-    if not isinstance(embedding, nn.Embedding):
-        fail(f"Decoder.embedding should be nn.Embedding({vocab_size}, {d_model}), but it is {describe(embedding)}.")
-    if (embedding.num_embeddings, embedding.embedding_dim) != (vocab_size, d_model):
-        fail(f"Decoder.embedding is nn.Embedding({embedding.num_embeddings}, {embedding.embedding_dim}), "
-             f"expected nn.Embedding({vocab_size}, {d_model}): one row of size d_model per vocabulary token.")
-    pe = _expect_attribute(decoder, "Decoder", "positional_encoding", "PositionalEncoding(d_model, max_seq_length)")
-    if not isinstance(pe, nn.Module):
-        fail(f"Decoder.positional_encoding should be a PositionalEncoding module, but it is {describe(pe)}.")
-    drop = _expect_attribute(decoder, "Decoder", "dropout", "nn.Dropout(dropout)")
-    if not isinstance(drop, nn.Dropout) or not math.isclose(drop.p, 0.1):
-        fail(f"Decoder.dropout should be nn.Dropout(dropout) with p=0.1 here, but it is {describe(drop)}"
-             f"{f' with p={drop.p}' if isinstance(drop, nn.Dropout) else ''}.")
-    layers = _expect_attribute(decoder, "Decoder", "layers",
-                               "nn.ModuleList(DecoderLayer(...) for _ in range(num_layers))")
+    expect_stack_input(decoder, "Decoder", vocab_size, d_model)
+    layers = expect_attribute(decoder, "Decoder", "layers",
+                              "nn.ModuleList(DecoderLayer(...) for _ in range(num_layers))")
     if isinstance(layers, (list, tuple)):
         fail("Decoder.layers is a Python list: PyTorch does not see the modules inside it (their "
              "parameters are not trained, .to(device) does not move them). Use "
@@ -770,73 +683,42 @@ def check_decoder(Decoder: type[nn.Module], seed: int = 0, batch: int = 2, lt: i
     if len(shared) < sum(1 for layer in layers for _ in layer.parameters()):
         fail("the layers in Decoder.layers share parameters: each DecoderLayer must have its own weights; "
              "build each one with its own DecoderLayer(...) call.")
-    with seeded(seed):
-        default = check.call(cls, vocab_size, 8, what=f"Decoder({vocab_size}, 8)")
-    if len(getattr(default, "layers", [])) != 6:
-        fail(f"Decoder({vocab_size}, 8) should build num_layers=6 layers by default (the paper's N = 6).")
-    del default
-    _randomize_norms(decoder, seed + 1)
+    expect_default_depth(check, cls, "Decoder", vocab_size, seed)
+    randomize_norms([decoder], seed + 1)
     decoder.eval()
     what = "Decoder.forward(tgt, memory, src_mask, tgt_mask)"
 
-    for device in devices():
-        for dtype in (torch.float32, torch.float64):
-            decoder.to(device=device, dtype=dtype)
-            twins = [_builtin_twin(layer, d_model, num_heads, d_ff) for layer in layers]
-            where = f" on {device.type} in {str(dtype).replace('torch.', '')}"
-            with seeded(seed + 2):
-                tgt = torch.randint(0, vocab_size, (batch, lt)).to(device)
-                memory = torch.randn(batch, ls, d_model, dtype=dtype).to(device)
-            masks = _masks(batch, lt, ls, device, seed + 3)
-            watched = {f"layers[{i}]": layer for i, layer in enumerate(layers)}
-            runner = _Runner(check, decoder, watched, lambda calls, finished: _layer_routing(
-                calls, num_layers, lt, ls, masks.src, masks.causal, finished), "Decoder",
-                " So the error is in your DecoderLayer: checks.check_decoder_layer(DecoderLayer) explains it.")
-            with torch.no_grad():
-                if device.type == "cpu" and dtype == torch.float32:
-                    _expect_deterministic(lambda: runner(tgt, memory, masks.src, masks.causal, what=what),
-                                          f"{what}{where}")
-                    _expect_dropout_calls(decoder, lambda: runner(tgt, memory, masks.src, masks.causal, what=what),
-                                          "Decoder", 1, "once, on the scaled embeddings plus the positional "
-                                          "encoding, before the first layer")
-
-                    def perturb(t: Tensor, i: int) -> Tensor:
-                        t = t.clone()
-                        t[:, i + 1:] = (t[:, i + 1:] + torch.randint_like(t[:, i + 1:], 1, vocab_size)) % vocab_size
-                        return t
-
-                    _expect_causal(lambda t: runner(t, memory, masks.src, masks.causal, what=what), tgt, perturb,
-                                   f"{what}{where}", runner.explain)
-                    _expect_padding_ignored(lambda m: runner(tgt, m, masks.src, masks.causal, what=what), memory,
-                                            masks.src, f"{what}{where}", runner.explain)
-                cases = [
-                    ("a causal tgt_mask (1, 1, Lt, Lt) and a padding src_mask (B, 1, 1, Ls)", masks.src,
-                     masks.causal),
-                    ("a causal and padded tgt_mask (B, 1, Lt, Lt) and a padding src_mask (B, 1, 1, Ls)",
-                     masks.src, masks.tgt),
-                    ("no masks", None, None),
-                ]
-                for label, src_mask, tgt_mask in cases:
-                    runner.routing = lambda calls, finished, s=src_mask, t=tgt_mask: _layer_routing(
-                        calls, num_layers, lt, ls, s, t, finished)
-                    case_what = f"{what} with {label}, Lt={lt}, Ls={ls}{where}"
-                    args = (tgt, memory) if src_mask is None else (tgt, memory, src_mask, tgt_mask)
-                    got = runner(*args, what=case_what)
-                    tgt_b = to_builtin_mask(tgt_mask, batch, num_heads, lt, lt)
-                    src_b = to_builtin_mask(src_mask, batch, num_heads, lt, ls)
-                    want = _stack_variant(decoder, twins, tgt, memory, tgt_b, src_b, d_model, max_seq_length)
-                    if isinstance(got, Tensor) and got.shape == want.shape and not _close(got, want):
-                        problem = runner.explain()
-                        if problem:
-                            fail(f"the output of {case_what} differs from the built-in stack's (largest "
-                                 f"error {(got - want).abs().max().item():.3g}).{problem}")
-                    expect_close(got, want, f"the output of {case_what}",
-                                 mistakes=_decoder_mistakes(decoder, twins, tgt, memory, src_mask, tgt_mask,
-                                                            tgt_b, src_b, d_model, max_seq_length),
-                                 shape_hint="the decoder returns (B, Lt, d_model): one vector per target token.",
-                                 hint="the decoder is dropout(positional_encoding(embedding(tgt) * "
-                                      "sqrt(d_model))) followed by x = layer(x, memory, src_mask, tgt_mask) "
-                                      "for each layer.")
+    for device, dtype, where in devices_and_dtypes(decoder):
+        twins = [_builtin_twin(layer, d_model, num_heads, d_ff) for layer in layers]
+        with seeded(seed + 2):
+            tgt = torch.randint(0, vocab_size, (batch, lt)).to(device)
+            memory = torch.randn(batch, ls, d_model, dtype=dtype).to(device)
+        masks = _masks(batch, lt, ls, device, seed + 3)
+        watched = {f"layers[{i}]": layer for i, layer in enumerate(layers)}
+        runner = _Runner(check, decoder, watched, lambda calls, finished: _layer_routing(
+            calls, num_layers, lt, ls, masks.src, masks.causal, finished), "Decoder",
+            " So the error is in your DecoderLayer: checks.check_decoder_layer(DecoderLayer) explains it.")
+        with torch.no_grad():
+            if device.type == "cpu" and dtype == torch.float32:
+                _expect_properties(runner, decoder, tgt, memory, masks, _redraw_tokens(vocab_size), what, where, 1,
+                                   "once, on the scaled embeddings plus the positional encoding, before the "
+                                   "first layer")
+            for label, src_mask, tgt_mask in _mask_cases(masks):
+                runner.routing = lambda calls, finished, s=src_mask, t=tgt_mask: _layer_routing(
+                    calls, num_layers, lt, ls, s, t, finished)
+                case_what = f"{what} with {label}, Lt={lt}, Ls={ls}{where}"
+                args = (tgt, memory) if src_mask is None else (tgt, memory, src_mask, tgt_mask)
+                got = runner(*args, what=case_what)
+                tgt_b, src_b = _builtin_masks(src_mask, tgt_mask, batch, num_heads, lt, ls)
+                want = _stack_variant(decoder, twins, tgt, memory, tgt_b, src_b, d_model, max_seq_length)
+                runner.explain_mismatch(got, want, case_what, "the built-in stack's")
+                expect_close(got, want, f"the output of {case_what}",
+                             mistakes=_decoder_mistakes(decoder, twins, tgt, memory, src_mask, tgt_mask,
+                                                        tgt_b, src_b, d_model, max_seq_length),
+                             shape_hint="the decoder returns (B, Lt, d_model): one vector per target token.",
+                             hint="the decoder is dropout(positional_encoding(embedding(tgt) * "
+                                  "sqrt(d_model))) followed by x = layer(x, memory, src_mask, tgt_mask) "
+                                  "for each layer.")
 
     # Gradients reach memory and the embedding table.
     decoder.to(device="cpu", dtype=torch.float64).zero_grad()
@@ -847,10 +729,9 @@ def check_decoder(Decoder: type[nn.Module], seed: int = 0, batch: int = 2, lt: i
         memory = torch.randn(batch, ls, d_model, dtype=torch.float64)
     (m_s,), (m_t,) = leaf_copies(memory), leaf_copies(memory)
     got = check.call(decoder, tgt, m_s, masks.src, masks.tgt, what=f"{what} for gradients")
-    tgt_b = to_builtin_mask(masks.tgt, batch, num_heads, lt, lt)
-    src_b = to_builtin_mask(masks.src, batch, num_heads, lt, ls)
+    tgt_b, src_b = _builtin_masks(masks.src, masks.tgt, batch, num_heads, lt, ls)
     (emb_t,) = leaf_copies(decoder.embedding.weight)
-    pe_table = _positions(decoder, lt, d_model, max_seq_length, emb_t)
+    pe_table = sinusoidal_positions(decoder, lt, d_model, max_seq_length, emb_t)
     x = emb_t[tgt] * math.sqrt(d_model) + pe_table
     for twin in twins:
         x = twin(x, m_t, tgt_mask=tgt_b, memory_mask=src_b)

@@ -17,7 +17,6 @@ slip ``norm(dropout(x + sublayer(x)))`` becomes ``norm(0)``).
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import numbers
@@ -33,20 +32,42 @@ from course_utils.checks.harness import (
     compare_gradients,
     describe,
     device_names,
-    devices,
+    devices_and_dtypes,
     expect_callable,
     expect_close,
     expect_linear,
     expect_module_class,
     fail,
+    is_close,
     leaf_copies,
+    one_thread,
+    removing_hooks,
     seeded,
-    tolerance,
+)
+from course_utils.checks.modules import (
+    apply_sublayers,
+    builtin_feed_forward,
+    builtin_stack,
+    builtin_twin,
+    copy_feed_forward_and_norms,
+    dropout_probe,
+    embed,
+    expect_attention,
+    expect_attribute,
+    expect_default_depth,
+    expect_deterministic,
+    expect_layer_dropout,
+    expect_layer_norm,
+    expect_stack_input,
+    own_layers_output,
+    randomize_norms,
+    right_padding_mask,
+    sinusoidal_positions,
+    to_key_padding_mask,
 )
 from course_utils.checks.multi_head_attention import copy_mha_into_builtin
 from course_utils.reference.encoder import Encoder as _ReferenceEncoder
 from course_utils.reference.encoder import EncoderLayer as _ReferenceEncoderLayer
-from course_utils.reference.positional_encoding import sinusoidal_table
 
 _ERROR_HINTS = {
     "unexpected keyword argument": "keep the signatures: EncoderLayer(d_model, num_heads, d_ff, dropout=0.1) "
@@ -74,13 +95,12 @@ def _steady(check: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(check)
     def run(*args: Any, **kwargs: Any) -> None:
-        threads, fastpath = torch.get_num_threads(), torch.backends.mha.get_fastpath_enabled()
-        torch.set_num_threads(1)
+        fastpath = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)
         try:
-            check(*args, **kwargs)
+            with one_thread():
+                check(*args, **kwargs)
         finally:
-            torch.set_num_threads(threads)
             torch.backends.mha.set_fastpath_enabled(fastpath)
 
     return run
@@ -99,100 +119,30 @@ def copy_encoder_layer_into_builtin(layer: nn.Module,
     ``feed_forward.linear1/2 -> linear1/2`` and ``norm1/2 -> norm1/2``.
     """
     copy_mha_into_builtin(layer.self_attn, builtin.self_attn)
-    with torch.no_grad():
-        for name in ("linear1", "linear2"):
-            getattr(builtin, name).weight.copy_(getattr(layer.feed_forward, name).weight)
-            getattr(builtin, name).bias.copy_(getattr(layer.feed_forward, name).bias)
-        for name in ("norm1", "norm2"):
-            getattr(builtin, name).weight.copy_(getattr(layer, name).weight)
-            getattr(builtin, name).bias.copy_(getattr(layer, name).bias)
+    copy_feed_forward_and_norms(layer, builtin, ("norm1", "norm2"))
     return builtin
 
 
 def _builtin_twin(layer: nn.Module, d_model: int, num_heads: int, d_ff: int) -> nn.TransformerEncoderLayer:
     """``nn.TransformerEncoderLayer`` on the layer's device and dtype, holding its weights, in eval mode."""
-    twin = nn.TransformerEncoderLayer(d_model, num_heads, d_ff, dropout=0.1, activation="relu",
-                                      batch_first=True, norm_first=False)
-    weight = layer.self_attn.W_q.weight
-    twin.to(device=weight.device, dtype=weight.dtype)
-    return copy_encoder_layer_into_builtin(layer, twin).eval()
+    return builtin_twin(nn.TransformerEncoderLayer, copy_encoder_layer_into_builtin, layer, d_model, num_heads,
+                        d_ff)
 
 
-def _randomize_norms(modules: list[nn.Module], seed: int) -> None:
-    """Give every LayerNorm inside ``modules`` a random scale and shift: with the defaults (1 and 0),
-    norms swapped or used twice would go unnoticed."""
-    with seeded(seed), torch.no_grad():
-        for module in modules:
-            for norm in (m for m in module.modules() if isinstance(m, nn.LayerNorm)):
-                if norm.weight is not None:
-                    norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape))
-                if norm.bias is not None:
-                    norm.bias.copy_(0.5 * torch.randn(norm.bias.shape))
+def _builtin_self_attention(twin: nn.TransformerEncoderLayer, h: Tensor, padding: Tensor | None) -> Tensor:
+    """The built-in layer's self-attention, without dropout."""
+    return twin.self_attn(h, h, h, key_padding_mask=padding, need_weights=False)[0]
 
 
 # --------------------------------------------------------------------------------------
-# Inputs and small helpers
+# Inputs
 # --------------------------------------------------------------------------------------
 
 
 def _padding_mask(batch: int, length: int, device: torch.device, seed: int) -> Tensor:
     """``(B, 1, 1, L)`` right padding, True at real tokens: the first sequence is padded by
     ``max(1, L // 3)`` positions, the others at random, and every sequence keeps >= 1 real token."""
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
-    lengths[0] = max(1, length - max(1, length // 3))
-    return (torch.arange(length)[None, :] < lengths[:, None])[:, None, None, :].to(device)
-
-
-def _key_padding(mask: Tensor | None) -> Tensor | None:
-    """Our padding mask ``(B, 1, 1, L)`` (True = real) as PyTorch's ``src_key_padding_mask``
-    ``(B, L)`` (True = padding, to be ignored)."""
-    return None if mask is None else ~mask[:, 0, 0, :]
-
-
-def _close(a: Any, b: Tensor) -> bool:
-    atol, rtol = tolerance(b.dtype)
-    return (isinstance(a, Tensor) and a.shape == b.shape and a.dtype == b.dtype
-            and bool(torch.allclose(a, b, atol=atol, rtol=rtol)))
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
-def _expect_attribute(module: nn.Module, owner: str, name: str, create: str) -> Any:
-    value = getattr(module, name, None)
-    if value is None:
-        fail(f"{owner} has no attribute {name}: in __init__, create self.{name} = {create}.")
-    return value
-
-
-def _direct_dropouts(module: nn.Module) -> list[nn.Dropout]:
-    """The module's own nn.Dropout children (not those inside its sublayers)."""
-    return [m for m in module.children() if isinstance(m, nn.Dropout)]
-
-
-def _dropout_probe(module: nn.Module, inner: list[nn.Module]) -> nn.Module:
-    """A copy of ``module`` whose own dropouts have p=1 and whose ``inner`` sublayers' dropouts have p=0."""
-    probe = copy.deepcopy(module)
-    names = {id(m): n for n, m in module.named_modules()}
-    probe_modules = dict(probe.named_modules())
-    for sub in inner:
-        for m in probe_modules[names[id(sub)]].modules():
-            if isinstance(m, nn.Dropout):
-                m.p = 0.0
-    for m in _direct_dropouts(probe):
-        m.p = 1.0
-    return probe
-
-
-def _expect_deterministic(run: Callable[[], Any], what: str) -> None:
-    first, second = run(), run()
-    if isinstance(first, Tensor) and isinstance(second, Tensor) and first.shape == second.shape \
-            and not torch.equal(first, second):
-        fail(f"{what} gave two different outputs for the same input in eval mode: something random "
-             f"runs in eval mode. Use nn.Dropout modules (self.dropout), which .eval() switches off, "
-             f"rather than torch.nn.functional.dropout without training=self.training.")
+    return right_padding_mask(batch, length, device, torch.Generator().manual_seed(seed), max(1, length // 3))
 
 
 # --------------------------------------------------------------------------------------
@@ -203,30 +153,19 @@ def _expect_deterministic(run: Callable[[], Any], what: str) -> None:
 def _expect_layer_structure(layer: nn.Module, owner: str, d_model: int, num_heads: int, d_ff: int,
                             dropout: float) -> None:
     """self_attn, feed_forward, norm1, norm2 and dropout, with the right sizes."""
-    attention = _expect_attribute(layer, owner, "self_attn", "MultiHeadAttention(d_model, num_heads, dropout)")
-    if not isinstance(attention, nn.Module):
-        fail(f"{owner}.self_attn should be a MultiHeadAttention module, but it is {describe(attention)}.")
-    for projection in ("W_q", "W_k", "W_v", "W_o"):
-        if getattr(attention, projection, None) is None:
-            fail(f"{owner}.self_attn has no {projection}: it should be a MultiHeadAttention(d_model, "
-                 f"num_heads, dropout) from chapter 2 (course_utils.reference's or yours), whose weights "
-                 f"the check copies into nn.TransformerEncoderLayer.")
-        expect_linear(attention, f"{owner}.self_attn", projection, d_model, d_model)
+    attention = expect_attention(layer, owner, "self_attn", d_model, "nn.TransformerEncoderLayer")
     heads = getattr(attention, "num_heads", None)
     if isinstance(heads, int) and heads != num_heads:
         fail(f"{owner}.self_attn has num_heads={heads}, but the layer was built with num_heads={num_heads}: "
              f"create self.self_attn = MultiHeadAttention(d_model, num_heads, dropout).")
-    ffn = _expect_attribute(layer, owner, "feed_forward", "FeedForwardNetwork(d_model, d_ff, dropout)")
+    ffn = expect_attribute(layer, owner, "feed_forward", "FeedForwardNetwork(d_model, d_ff, dropout)")
     if not isinstance(ffn, nn.Module):
         fail(f"{owner}.feed_forward should be a FeedForwardNetwork module, but it is {describe(ffn)}.")
     expect_linear(ffn, f"{owner}.feed_forward", "linear1", d_model, d_ff)
     expect_linear(ffn, f"{owner}.feed_forward", "linear2", d_ff, d_model)
     norms = []
     for name in ("norm1", "norm2"):
-        norm = _expect_attribute(layer, owner, name, "nn.LayerNorm(d_model)")
-        if not isinstance(norm, nn.LayerNorm) or tuple(norm.normalized_shape) != (d_model,):
-            fail(f"{owner}.{name} should be nn.LayerNorm({d_model}), but it is {describe(norm)}"
-                 f"{'' if not isinstance(norm, nn.LayerNorm) else f' over {tuple(norm.normalized_shape)}'}.")
+        norm = expect_layer_norm(layer, owner, name, d_model)
         if norm.weight is None or norm.bias is None:
             fail(f"{owner}.{name} has no learnable scale and shift: keep nn.LayerNorm's defaults "
                  f"(elementwise_affine=True, bias=True).")
@@ -235,12 +174,7 @@ def _expect_layer_structure(layer: nn.Module, owner: str, d_model: int, num_head
         fail(f"{owner}.norm1 and {owner}.norm2 are the same LayerNorm object: each sublayer has its own "
              f"LayerNorm, with its own scale and shift. Create two: self.norm1 = nn.LayerNorm(d_model) and "
              f"self.norm2 = nn.LayerNorm(d_model).")
-    drop = _expect_attribute(layer, owner, "dropout", "nn.Dropout(dropout)")
-    if not isinstance(drop, nn.Dropout):
-        fail(f"{owner}.dropout should be nn.Dropout(dropout), but it is {describe(drop)}.")
-    if not math.isclose(drop.p, dropout):
-        fail(f"{owner}.dropout has p={drop.p}, but the layer was built with dropout={dropout}: "
-             f"create self.dropout = nn.Dropout(dropout).")
+    expect_layer_dropout(layer, owner, dropout)
 
 
 # --------------------------------------------------------------------------------------
@@ -256,23 +190,13 @@ def _layer_variant(twin: nn.TransformerEncoderLayer, x: Tensor, key_padding: Ten
     norm_modules = (twin.norm1, twin.norm2)
 
     def sa(h: Tensor) -> Tensor:
-        out = twin.self_attn(h, h, h, key_padding_mask=key_padding if masked else None, need_weights=False)[0]
+        out = _builtin_self_attention(twin, h, key_padding if masked else None)
         return out[0] if first_sentence else out  # (L, d_model) broadcasts over the batch
 
-    def ff(h: Tensor) -> Tensor:
-        return twin.linear2(torch.relu(twin.linear1(h)))
-
-    blocks = {"sa": sa, "ff": ff}
+    blocks = {"sa": sa, "ff": lambda h: builtin_feed_forward(twin, h)}
+    steps = [(blocks[name], norm_modules[norm_index], keep) for name, norm_index, keep in zip(order, norms, residual)]
     with torch.no_grad():
-        for name, norm_index, keep in zip(order, norms, residual):
-            block, norm = blocks[name], norm_modules[norm_index]
-            if pre_norm:
-                x = x + block(norm(x)) if keep else block(norm(x))
-            elif norm_inside:
-                x = x + norm(block(x)) if keep else norm(block(x))
-            else:
-                x = norm(x + block(x)) if keep else norm(block(x))
-        return x
+        return apply_sublayers(x, steps, pre_norm=pre_norm, norm_inside=norm_inside)
 
 
 def _layer_mistakes(twin: nn.TransformerEncoderLayer, x: Tensor,
@@ -321,10 +245,10 @@ def _layer_dropout_mistakes(twin: nn.TransformerEncoderLayer, x: Tensor, key_pad
     zeros = torch.zeros_like(x)
 
     def sa(h: Tensor) -> Tensor:
-        return twin.self_attn(h, h, h, key_padding_mask=key_padding, need_weights=False)[0]
+        return _builtin_self_attention(twin, h, key_padding)
 
     def ff(h: Tensor) -> Tensor:
-        return twin.linear2(torch.relu(twin.linear1(h)))
+        return builtin_feed_forward(twin, h)
 
     def only_attention() -> Tensor:
         h = twin.norm1(x)
@@ -385,34 +309,31 @@ def check_encoder_layer(EncoderLayer: type[nn.Module], seed: int = 0, batch: int
     if not isinstance(layer, nn.Module):
         fail(f"EncoderLayer(...) should build an nn.Module, but it gave {describe(layer)}.")
     _expect_layer_structure(layer, "EncoderLayer", d_model, num_heads, d_ff, 0.1)
-    _randomize_norms([layer], seed + 1)
+    randomize_norms([layer], seed + 1)
     layer.eval()
     what = "EncoderLayer.forward(x, mask)"
     hint = ("compare step by step: x = norm1(x + dropout(self_attn(x, x, x, mask))), then "
             "norm2(x + dropout(feed_forward(x))).")
     shape_hint = "the layer returns (B, L, d_model), like its input x."
 
-    for device in devices():
-        for dtype in (torch.float32, torch.float64):
-            layer.to(device=device, dtype=dtype)
-            twin = _builtin_twin(layer, d_model, num_heads, d_ff)
-            where = f" on {device.type} in {_dtype_name(dtype)}"
-            with seeded(seed + 2):
-                x = torch.randn(batch, length, d_model, dtype=dtype).to(device)
-            mask = _padding_mask(batch, length, device, seed + 3)
-            with torch.no_grad():
-                if device.type == "cpu" and dtype == torch.float32:
-                    _expect_deterministic(lambda: check.call(layer, x, mask, what=f"{what}{where}",
-                                                             on_error=_ERROR_HINTS), f"{what}{where}")
-                for label, m in (("no mask", None), ("a padding mask (B, 1, 1, L)", mask)):
-                    case = f"{what} with {label}{where}"
-                    got = check.call(layer, *((x,) if m is None else (x, m)), what=case, on_error=_ERROR_HINTS)
-                    want = twin(x, src_key_padding_mask=_key_padding(m))
-                    expect_close(got, want, f"the output of {case}",
-                                 mistakes=_layer_mistakes(twin, x, _key_padding(m)),
-                                 shape_hint=shape_hint, hint=hint)
-                if device.type == "cpu" and dtype == torch.float32:
-                    _expect_padding_ignored_layer(check, layer, x, mask, f"{what}{where}")
+    for device, dtype, where in devices_and_dtypes(layer):
+        twin = _builtin_twin(layer, d_model, num_heads, d_ff)
+        with seeded(seed + 2):
+            x = torch.randn(batch, length, d_model, dtype=dtype).to(device)
+        mask = _padding_mask(batch, length, device, seed + 3)
+        with torch.no_grad():
+            if device.type == "cpu" and dtype == torch.float32:
+                expect_deterministic(lambda: check.call(layer, x, mask, what=f"{what}{where}",
+                                                        on_error=_ERROR_HINTS), f"{what}{where}")
+            for label, m in (("no mask", None), ("a padding mask (B, 1, 1, L)", mask)):
+                case = f"{what} with {label}{where}"
+                got = check.call(layer, *((x,) if m is None else (x, m)), what=case, on_error=_ERROR_HINTS)
+                want = twin(x, src_key_padding_mask=to_key_padding_mask(m))
+                expect_close(got, want, f"the output of {case}",
+                             mistakes=_layer_mistakes(twin, x, to_key_padding_mask(m)),
+                             shape_hint=shape_hint, hint=hint)
+            if device.type == "cpu" and dtype == torch.float32:
+                _expect_padding_ignored_layer(check, layer, x, mask, f"{what}{where}")
 
     layer.to(device="cpu", dtype=torch.float32)
     _expect_layer_dropout(check, layer, d_model, num_heads, d_ff, batch, length, seed)
@@ -425,7 +346,7 @@ def check_encoder_layer(EncoderLayer: type[nn.Module], seed: int = 0, batch: int
         x = torch.randn(batch, length, d_model, dtype=torch.float64)
     (x_s,), (x_t,) = leaf_copies(x), leaf_copies(x)
     got = check.call(layer, x_s, mask, what=f"{what} for gradients", on_error=_ERROR_HINTS)
-    want = twin(x_t, src_key_padding_mask=_key_padding(mask))
+    want = twin(x_t, src_key_padding_mask=to_key_padding_mask(mask))
     compare_gradients(got, want, {"x": x_s}, {"x": x_t}, "EncoderLayer's output", seed + 5)
     check.passed(f"matches nn.TransformerEncoderLayer (post-norm; no mask and a padding mask; float32/float64; "
                  f"gradients); padding ignored; dropout in training only; on {device_names()}")
@@ -438,7 +359,7 @@ def _expect_padding_ignored_layer(check: Check, layer: nn.Module, x: Tensor, mas
     noisy = torch.where(real[..., None], x, x + 3 * torch.randn_like(x))
     changed = check.call(layer, noisy, mask, what=what, on_error=_ERROR_HINTS)
     diff = (changed - base).abs().amax(-1).masked_fill(~real, 0.0)  # (B, L), real positions only
-    if not _close(changed.masked_fill(~real[..., None], 0.0), base.masked_fill(~real[..., None], 0.0)):
+    if not is_close(changed.masked_fill(~real[..., None], 0.0), base.masked_fill(~real[..., None], 0.0)):
         b, i = (int(j) for j in (diff == diff.max()).nonzero()[0])
         fail(f"{what}: changing x only at the padded positions (where the mask is False) changed the output "
              f"at the real position {i} of sequence {b} (by {diff[b, i].item():.3g}). Real positions must not "
@@ -452,9 +373,9 @@ def _expect_layer_dropout(check: Check, layer: nn.Module, d_model: int, num_head
     with seeded(seed + 6):
         x = torch.randn(batch, length, d_model)
     mask = _padding_mask(batch, length, torch.device("cpu"), seed + 3)
-    key_padding = _key_padding(mask)
+    key_padding = to_key_padding_mask(mask)
     what = "EncoderLayer.forward(x, mask)"
-    probe = _dropout_probe(layer, [layer.self_attn, layer.feed_forward])
+    probe = dropout_probe(layer, [layer.self_attn, layer.feed_forward])
     with torch.no_grad():
         normal = twin(x, src_key_padding_mask=key_padding)
         probe.train()
@@ -478,64 +399,19 @@ def _expect_layer_dropout(check: Check, layer: nn.Module, d_model: int, num_head
 # --------------------------------------------------------------------------------------
 
 
-def _positions(encoder: nn.Module, length: int, d_model: int, max_seq_length: int, like: Tensor) -> Tensor:
-    """The sinusoidal table ``(length, d_model)`` in ``like``'s dtype and device.
-
-    A positional encoding usually stores its table as a float32 buffer that ``.to(float64)``
-    casts, so in float64 the expected table is the float32 one, cast; a table the student's
-    module computes in float64 itself is used when it agrees with it to float32 precision.
-    """
-    table = sinusoidal_table(max_seq_length, d_model)[:length].to(like)
-    if like.dtype == torch.float64:
-        try:
-            with torch.no_grad():
-                own = encoder.positional_encoding(torch.zeros(1, length, d_model, dtype=like.dtype,
-                                                              device=like.device))[0]
-            if own.shape == table.shape and torch.allclose(own, table, atol=1e-6, rtol=0):
-                return own
-        except Exception:  # noqa: BLE001 - a broken module is reported by the float32 run
-            pass
-    return table
-
-
-def _embed(encoder: nn.Module, src: Tensor, d_model: int, max_seq_length: int, *, scale: float | None = None,
-           pe_first: bool = False, with_pe: bool = True) -> Tensor:
-    """The encoder's input: embedding * sqrt(d_model) + PE (or a wrong variant of it)."""
-    emb = encoder.embedding.weight[src]
-    pe = _positions(encoder, src.size(1), d_model, max_seq_length, emb)
-    scale = math.sqrt(d_model) if scale is None else scale
-    if not with_pe:
-        return emb * scale
-    return (emb + pe) * scale if pe_first else emb * scale + pe
-
-
 def _stack_variant(encoder: nn.Module, twins: list[nn.TransformerEncoderLayer], src: Tensor,
                    key_padding: Tensor | None, d_model: int, max_seq_length: int, *, chained: bool = True,
-                   layers: list[int] | None = None, final_norm: bool = False, **embed: Any) -> Tensor:
-    with torch.no_grad():
-        start = _embed(encoder, src, d_model, max_seq_length, **embed)
-        x = start
-        for i in (range(len(twins)) if layers is None else layers):
-            x = twins[i](x if chained else start, src_key_padding_mask=key_padding)
-        return F.layer_norm(x, (d_model,)) if final_norm else x
-
-
-def _own_layers(encoder: nn.Module, src: Tensor, src_mask: Tensor | None, d_model: int,
-                max_seq_length: int) -> Tensor | None:
-    """The right stack built from the student's own layers (None if they fail)."""
-    try:
-        with torch.no_grad():
-            x = _embed(encoder, src, d_model, max_seq_length)
-            for layer in encoder.layers:
-                x = layer(x, src_mask)
-            return x if isinstance(x, Tensor) else None
-    except Exception:  # noqa: BLE001 - the student's layer may crash; then this is not the diagnosis
-        return None
+                   layers: list[int] | None = None, final_norm: bool = False, **embedding: Any) -> Tensor:
+    """The stack computed with the built-in twins, in a wrong (or, with the defaults, the right) way."""
+    chosen = twins if layers is None else [twins[i] for i in layers]
+    x = builtin_stack(encoder, src, d_model, max_seq_length, chosen,
+                      lambda twin, h: twin(h, src_key_padding_mask=key_padding), chained=chained, **embedding)
+    return F.layer_norm(x, (d_model,)) if final_norm else x
 
 
 def _encoder_mistakes(encoder: nn.Module, twins: list[nn.TransformerEncoderLayer], src: Tensor,
                       src_mask: Tensor | None, d_model: int, max_seq_length: int) -> dict[str, Callable[[], Any]]:
-    key_padding = _key_padding(src_mask)
+    key_padding = to_key_padding_mask(src_mask)
 
     def v(kp: Tensor | None = key_padding, **kwargs: Any) -> Callable[[], Tensor]:
         return lambda: _stack_variant(encoder, twins, src, kp, d_model, max_seq_length, **kwargs)
@@ -545,7 +421,7 @@ def _encoder_mistakes(encoder: nn.Module, twins: list[nn.TransformerEncoderLayer
         "your Encoder wires the stack right, but its layers differ from nn.TransformerEncoderLayer: fix "
         "EncoderLayer first (checks.check_encoder_layer says what is wrong), or build the stack from "
         "course_utils.reference.EncoderLayer meanwhile.":
-            lambda: _own_layers(encoder, src, src_mask, d_model, max_seq_length),
+            lambda: own_layers_output(encoder, src, d_model, max_seq_length, src_mask),
         "the embeddings are not multiplied by sqrt(d_model) (section 3.4): "
         "self.embedding(src) * math.sqrt(d_model), then the positional encoding.": v(scale=1.0),
         "the embeddings are divided by sqrt(d_model); section 3.4 multiplies them by sqrt(d_model).":
@@ -573,21 +449,9 @@ def _encoder_mistakes(encoder: nn.Module, twins: list[nn.TransformerEncoderLayer
 
 def _expect_stack_structure(encoder: nn.Module, vocab_size: int, d_model: int, num_layers: int, num_heads: int,
                             d_ff: int) -> nn.ModuleList:
-    embedding = _expect_attribute(encoder, "Encoder", "embedding", "nn.Embedding(vocab_size, d_model)")
-    if not isinstance(embedding, nn.Embedding):
-        fail(f"Encoder.embedding should be nn.Embedding({vocab_size}, {d_model}), but it is {describe(embedding)}.")
-    if (embedding.num_embeddings, embedding.embedding_dim) != (vocab_size, d_model):
-        fail(f"Encoder.embedding is nn.Embedding({embedding.num_embeddings}, {embedding.embedding_dim}), "
-             f"expected nn.Embedding({vocab_size}, {d_model}): one row of size d_model per vocabulary token.")
-    pe = _expect_attribute(encoder, "Encoder", "positional_encoding", "PositionalEncoding(d_model, max_seq_length)")
-    if not isinstance(pe, nn.Module):
-        fail(f"Encoder.positional_encoding should be a PositionalEncoding module, but it is {describe(pe)}.")
-    drop = _expect_attribute(encoder, "Encoder", "dropout", "nn.Dropout(dropout)")
-    if not isinstance(drop, nn.Dropout) or not math.isclose(drop.p, 0.1):
-        fail(f"Encoder.dropout should be nn.Dropout(dropout) with p=0.1 here, but it is {describe(drop)}"
-             f"{f' with p={drop.p}' if isinstance(drop, nn.Dropout) else ''}.")
-    layers = _expect_attribute(encoder, "Encoder", "layers",
-                               "nn.ModuleList([EncoderLayer(...) for _ in range(num_layers)])")
+    expect_stack_input(encoder, "Encoder", vocab_size, d_model)
+    layers = expect_attribute(encoder, "Encoder", "layers",
+                              "nn.ModuleList([EncoderLayer(...) for _ in range(num_layers)])")
     if isinstance(layers, (list, tuple)) and len({id(layer) for layer in layers}) < len(layers) > 1:
         fail("Encoder.layers is a Python list that holds the same layer object several times ([layer] * N). "
              "Two fixes: build a new EncoderLayer(...) for each position (otherwise all layers share one set of "
@@ -641,39 +505,32 @@ def check_encoder(Encoder: type[nn.Module], seed: int = 0, batch: int = 2, lengt
     if not isinstance(encoder, nn.Module):
         fail(f"{built} should build an nn.Module, but it gave {describe(encoder)}.")
     layers = _expect_stack_structure(encoder, vocab_size, d_model, num_layers, num_heads, d_ff)
-    with seeded(seed):
-        default = check.call(cls, vocab_size, 8, what=f"Encoder({vocab_size}, 8)", on_error=_ERROR_HINTS)
-    if len(getattr(default, "layers", [])) != 6:
-        fail(f"Encoder({vocab_size}, 8) should build num_layers=6 layers by default (the paper's N = 6).")
-    del default
-    _randomize_norms(list(layers), seed + 1)  # only inside the layers: an extra final norm stays (1, 0)
+    expect_default_depth(check, cls, "Encoder", vocab_size, seed, on_error=_ERROR_HINTS)
+    randomize_norms(list(layers), seed + 1)  # only inside the layers: an extra final norm stays (1, 0)
     encoder.eval()
     what = "Encoder.forward(src, src_mask)"
 
-    for device in devices():
-        for dtype in (torch.float32, torch.float64):
-            encoder.to(device=device, dtype=dtype)
-            twins = [_builtin_twin(layer, d_model, num_heads, d_ff) for layer in layers]
-            where = f" on {device.type} in {_dtype_name(dtype)}"
-            with seeded(seed + 2):
-                src = torch.randint(0, vocab_size, (batch, length)).to(device)
-            mask = _padding_mask(batch, length, device, seed + 3)
-            with torch.no_grad():
-                if device.type == "cpu" and dtype == torch.float32:
-                    _expect_deterministic(lambda: check.call(encoder, src, mask, what=f"{what}{where}",
-                                                             on_error=_ERROR_HINTS), f"{what}{where}")
-                for label, m in (("no mask", None), ("a padding mask (B, 1, 1, L)", mask)):
-                    case = f"{what} with {label}{where}"
-                    got = check.call(encoder, *((src,) if m is None else (src, m)), what=case,
-                                     on_error=_ERROR_HINTS)
-                    want = _stack_variant(encoder, twins, src, _key_padding(m), d_model, max_seq_length)
-                    expect_close(got, want, f"the output of {case}",
-                                 mistakes=_encoder_mistakes(encoder, twins, src, m, d_model, max_seq_length),
-                                 shape_hint="the encoder returns (B, L, d_model): one vector per source token.",
-                                 hint="the encoder is dropout(positional_encoding(embedding(src) * sqrt(d_model))) "
-                                      "followed by x = layer(x, src_mask) for each layer.")
-                if device.type == "cpu" and dtype == torch.float32:
-                    _expect_padding_ignored_stack(check, encoder, src, mask, vocab_size, f"{what}{where}")
+    for device, dtype, where in devices_and_dtypes(encoder):
+        twins = [_builtin_twin(layer, d_model, num_heads, d_ff) for layer in layers]
+        with seeded(seed + 2):
+            src = torch.randint(0, vocab_size, (batch, length)).to(device)
+        mask = _padding_mask(batch, length, device, seed + 3)
+        with torch.no_grad():
+            if device.type == "cpu" and dtype == torch.float32:
+                expect_deterministic(lambda: check.call(encoder, src, mask, what=f"{what}{where}",
+                                                        on_error=_ERROR_HINTS), f"{what}{where}")
+            for label, m in (("no mask", None), ("a padding mask (B, 1, 1, L)", mask)):
+                case = f"{what} with {label}{where}"
+                got = check.call(encoder, *((src,) if m is None else (src, m)), what=case,
+                                 on_error=_ERROR_HINTS)
+                want = _stack_variant(encoder, twins, src, to_key_padding_mask(m), d_model, max_seq_length)
+                expect_close(got, want, f"the output of {case}",
+                             mistakes=_encoder_mistakes(encoder, twins, src, m, d_model, max_seq_length),
+                             shape_hint="the encoder returns (B, L, d_model): one vector per source token.",
+                             hint="the encoder is dropout(positional_encoding(embedding(src) * sqrt(d_model))) "
+                                  "followed by x = layer(x, src_mask) for each layer.")
+            if device.type == "cpu" and dtype == torch.float32:
+                _expect_padding_ignored_stack(check, encoder, src, mask, vocab_size, f"{what}{where}")
 
     encoder.to(device="cpu", dtype=torch.float32)
     _expect_stack_dropout(check, encoder, layers, d_model, num_heads, d_ff, batch, length, vocab_size,
@@ -687,9 +544,9 @@ def check_encoder(Encoder: type[nn.Module], seed: int = 0, batch: int = 2, lengt
         src = torch.randint(0, vocab_size, (batch, length))
     got = check.call(encoder, src, mask, what=f"{what} for gradients", on_error=_ERROR_HINTS)
     (emb_t,) = leaf_copies(encoder.embedding.weight)
-    x = emb_t[src] * math.sqrt(d_model) + _positions(encoder, length, d_model, max_seq_length, emb_t)
+    x = emb_t[src] * math.sqrt(d_model) + sinusoidal_positions(encoder, length, d_model, max_seq_length, emb_t)
     for twin in twins:
-        x = twin(x, src_key_padding_mask=_key_padding(mask))
+        x = twin(x, src_key_padding_mask=to_key_padding_mask(mask))
     compare_gradients(got, x, {"embedding.weight": encoder.embedding.weight}, {"embedding.weight": emb_t},
                       "Encoder's output", seed + 5)
     layers_text = f"{num_layers} distinct layer{'s' if num_layers != 1 else ''}"
@@ -706,7 +563,7 @@ def _expect_padding_ignored_stack(check: Check, encoder: nn.Module, src: Tensor,
     other = torch.where(real, src, (src + 1 + torch.arange(src.size(1), device=src.device)) % vocab_size)
     changed = check.call(encoder, other, mask, what=what, on_error=_ERROR_HINTS)
     keep = real[..., None]
-    if not _close(changed.masked_fill(~keep, 0.0), base.masked_fill(~keep, 0.0)):
+    if not is_close(changed.masked_fill(~keep, 0.0), base.masked_fill(~keep, 0.0)):
         diff = (changed - base).abs().amax(-1).masked_fill(~real, 0.0)
         b, i = (int(j) for j in (diff == diff.max()).nonzero()[0])
         fail(f"{what}: changing only the token ids at padded positions (where src_mask is False) changed the "
@@ -722,7 +579,7 @@ def _expect_stack_dropout(check: Check, encoder: nn.Module, layers: nn.ModuleLis
     with seeded(seed + 6):
         src = torch.randint(0, vocab_size, (batch, length))
     mask = _padding_mask(batch, length, torch.device("cpu"), seed + 3)
-    key_padding = _key_padding(mask)
+    key_padding = to_key_padding_mask(mask)
     what = "Encoder.forward(src, src_mask)"
 
     def stack(x: Tensor, zero_each: bool = False) -> Tensor:
@@ -730,10 +587,10 @@ def _expect_stack_dropout(check: Check, encoder: nn.Module, layers: nn.ModuleLis
             x = twin(torch.zeros_like(x) if zero_each else x, src_key_padding_mask=key_padding)
         return x
 
-    probe = _dropout_probe(encoder, list(layers))
+    probe = dropout_probe(encoder, list(layers))
     with torch.no_grad():
-        start = _embed(encoder, src, d_model, max_seq_length)
-        pe = _positions(encoder, length, d_model, max_seq_length, start).expand_as(start)
+        start = embed(encoder, src, d_model, max_seq_length)
+        pe = sinusoidal_positions(encoder, length, d_model, max_seq_length, start).expand_as(start)
         normal = stack(start)
         probe.train()
         got = check.call(probe, src, mask, what=f"{what} in training mode", on_error=_ERROR_HINTS)
@@ -855,13 +712,10 @@ def check_encoder_parameter_count(encoder_parameter_count: Callable[[int, int, i
     answers = []
     for v, d, n, f in sizes:
         call = f"encoder_parameter_count(vocab_size={v}, d_model={d}, num_layers={n}, d_ff={f})"
-        handle = torch.nn.modules.module.register_module_parameter_registration_hook(record)
-        try:
+        with removing_hooks([torch.nn.modules.module.register_module_parameter_registration_hook(record)]):
             answer = check.call(fn, v, d, n, f, what=call, on_error={
                 "unexpected keyword argument": "keep the signature encoder_parameter_count(vocab_size, "
                                                "d_model, num_layers, d_ff)."})
-        finally:
-            handle.remove()
         if built:
             fail(f"{call} builds a model ({built[0]} was created) and counts its parameters: this exercise asks "
                  f"for the count from the formula, with integer arithmetic on the four sizes only.")

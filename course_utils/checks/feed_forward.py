@@ -18,6 +18,7 @@ from course_utils.checks.harness import (
     expect_close,
     expect_linear,
     expect_module_class,
+    expect_repeatable,
     fail,
     leaf_copies,
     seeded,
@@ -183,14 +184,11 @@ def _module_mistakes(ffn: nn.Module, x: Tensor) -> dict[str, Callable[[], Tensor
 
 def _expect_deterministic_in_eval(check: Check, ffn: nn.Module, x: Tensor, where: str) -> None:
     what = f"FeedForwardNetwork.forward in eval mode on x {tuple(x.shape)}{where}"
-    first = check.call(ffn, x, what=what, on_error=_UNPACK_HINTS)
-    second = check.call(ffn, x, what=what, on_error=_UNPACK_HINTS)
-    if isinstance(first, Tensor) and isinstance(second, Tensor) and first.shape == second.shape \
-            and not torch.equal(first, second):
-        fail(f"in eval mode (model.eval()) two calls on the same input give different outputs{where}: "
-             f"dropout must be off in eval mode. Use the module self.dropout (nn.Dropout follows "
-             f".train()/.eval()), or F.dropout(h, p, training=self.training); F.dropout's "
-             f"default training=True keeps dropping in eval mode.")
+    expect_repeatable(lambda: check.call(ffn, x, what=what, on_error=_UNPACK_HINTS),
+                      f"in eval mode (model.eval()) two calls on the same input give different outputs{where}: "
+                      f"dropout must be off in eval mode. Use the module self.dropout (nn.Dropout follows "
+                      f".train()/.eval()), or F.dropout(h, p, training=self.training); F.dropout's "
+                      f"default training=True keeps dropping in eval mode.")
 
 
 def _check_eval_values(check: Check, ffn: nn.Module, d_model: int, d_ff: int, seed: int,

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from course_utils.device import available_devices
 from course_utils.guard import ReferenceUsedError, answer_key_name, forbid
@@ -47,6 +49,8 @@ def describe(x: Any) -> str:
         return f"{type(x).__name__} of {len(x)}: ({inner})"
     if x is None:
         return "None"
+    if isinstance(x, (torch.device, torch.dtype)):
+        return repr(x)  # torch.device(type='cpu'), torch.float32: not just the type's name
     return f"{type(x).__name__} {x!r}" if isinstance(x, (int, float, bool, str)) else type(x).__name__
 
 
@@ -64,6 +68,17 @@ def devices() -> list[torch.device]:
     return available_devices()
 
 
+def devices_and_dtypes(module: nn.Module | None = None) -> Iterator[tuple[torch.device, torch.dtype, str]]:
+    """Every (device, dtype) that checks compare values on: float32 and float64 on each of
+    :func:`devices`, CPU float32 first. ``module``, when given, is moved there before each is
+    yielded. The third item words the pair for messages: ``" on cpu in float32"``."""
+    for device in devices():
+        for dtype in (torch.float32, torch.float64):
+            if module is not None:
+                module.to(device=device, dtype=dtype)
+            yield device, dtype, f" on {device.type} in {dtype_name(dtype)}"
+
+
 def device_names() -> str:
     """``"cpu"`` or ``"cpu/cuda"``, for success lines."""
     return "/".join(d.type for d in devices())
@@ -74,6 +89,37 @@ def tolerance(dtype: torch.dtype) -> tuple[float, float]:
     if dtype == torch.float64:
         return 1e-9, 1e-7
     return 2e-5, 1e-4
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A dtype as messages name it: ``"float32"`` for ``torch.float32``."""
+    return str(dtype).replace("torch.", "")
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a block on one CPU thread, and restore the thread count afterwards.
+
+    The checks' models are tiny: one thread is faster for them, and does not slow down badly
+    when other programs (or the notebook kernel's own threads) compete for the cores.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def removing_hooks(handles: Iterable[RemovableHandle]) -> Iterator[None]:
+    """Keep the hooks of ``handles`` for a block, and remove them afterwards even when it raises."""
+    handles = list(handles)
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class Check:
@@ -111,10 +157,13 @@ class Check:
             warnings.simplefilter("always")
             try:
                 result = fn(*args, **kwargs)
-            except NotImplementedError:
+            except NotImplementedError as error:
+                # Name the function that raised: it may be a helper (split_heads inside forward).
+                origin = traceback.extract_tb(error.__traceback__)[-1].name
                 fail(
-                    f"{what} is not implemented yet: replace `raise NotImplementedError()` in "
-                    f"its exercise cell with your code, run that cell, then run this check again."
+                    f"{what} is not implemented yet (NotImplementedError raised in {origin}): replace "
+                    f"`raise NotImplementedError()` in its exercise cell with your code, run that cell, "
+                    f"then run this check again."
                 )
             except ReferenceUsedError as error:
                 fail(f"{what}: {error}")
@@ -163,6 +212,12 @@ def expect_pair(result: Any, what: str, names: tuple[str, str]) -> tuple[Any, An
     return result[0], result[1]
 
 
+def _largest_error_index(error: Tensor) -> tuple[int, ...]:
+    """The index of the largest entry of ``error`` (the first one on ties)."""
+    flat = int(error.flatten().argmax())
+    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), error.shape))
+
+
 def _matches(actual: Tensor, candidate: Tensor) -> bool:
     if candidate.shape != actual.shape:
         return False
@@ -208,8 +263,7 @@ def expect_close(actual: Any, expected: Tensor, what: str, *,
     out_of_tolerance = error > allowed
     if not out_of_tolerance.any():
         return actual
-    flat = int(error.flatten().argmax())
-    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), error.shape))
+    index = _largest_error_index(error)
     message = (
         f"{what} has the right shape {tuple(expected.shape)} but wrong values: "
         f"{int(out_of_tolerance.sum())} of {error.numel()} entries are off; the largest error is "
@@ -221,6 +275,61 @@ def expect_close(actual: Any, expected: Tensor, what: str, *,
         if value is not None and _matches(actual_d, value):
             fail(message + f"\nLikely mistake: {explanation}")
     fail(message + (f"\nHint: {hint}" if hint else ""))
+
+
+def expect_close_within(actual: Tensor, expected: Tensor, what: str, *, atol: float | Tensor,
+                        rtol: float = 0.0, mistakes: Mapping[str, Tensor | Callable[[], Tensor]] | None = None,
+                        hint: str | None = None,
+                        locate: Callable[[tuple[int, ...]], str] | None = None) -> None:
+    """Like :func:`expect_close` for values only, with a tolerance of one's choosing.
+
+    Compares in float64 (``actual`` may be float32 or float64) with
+    ``|actual - expected| <= atol + rtol * |expected|``; ``atol`` may be a tensor that
+    broadcasts to the shape (e.g. growing with the position). ``mistakes`` are matched with
+    the same tolerance. ``locate`` turns the index of the largest error into words.
+    """
+    expect_tensor(actual, what, tuple(expected.shape))
+    a = actual.detach().to(device="cpu", dtype=torch.float64)
+    e = expected.detach().to(device="cpu", dtype=torch.float64)
+    limit = torch.as_tensor(atol, dtype=torch.float64) + rtol * e.abs()
+
+    def off(candidate: Tensor) -> Tensor:
+        return ((a - candidate).abs() > limit) | torch.isnan(a)
+
+    bad = off(e)
+    if not bad.any():
+        return
+    error = (a - e).abs().nan_to_num(nan=math.inf)
+    index = _largest_error_index(error)
+    where = locate(index) if locate else f"index {index}"
+    message = (f"{what} has wrong values: {int(bad.sum())} of {bad.numel()} entries are off; the "
+               f"largest error is {error[index].item():.3g} at {where} (yours {a[index].item():.6g}, "
+               f"expected {e[index].item():.6g}).")
+    for explanation, candidate in (mistakes or {}).items():
+        value = candidate() if callable(candidate) else candidate
+        if value is None or tuple(value.shape) != tuple(a.shape):
+            continue
+        if not off(value.detach().to(device="cpu", dtype=torch.float64)).any():
+            fail(message + f"\nLikely mistake: {explanation}")
+    fail(message + (f"\nHint: {hint}" if hint else ""))
+
+
+def is_close(actual: Any, expected: Tensor) -> bool:
+    """Whether ``actual`` is a tensor of ``expected``'s shape and dtype that agrees with it within
+    :func:`tolerance`: for property tests (did an output change?) that word their own failures."""
+    atol, rtol = tolerance(expected.dtype)
+    return (isinstance(actual, Tensor) and actual.shape == expected.shape and actual.dtype == expected.dtype
+            and bool(torch.allclose(actual, expected, atol=atol, rtol=rtol)))
+
+
+def expect_repeatable(run: Callable[[], Any], message: str) -> Any:
+    """Call ``run`` twice and fail with ``message`` when it gives two tensors of one shape that
+    differ (other results are left to the comparisons that follow). Returns the first result."""
+    first, second = run(), run()
+    if isinstance(first, Tensor) and isinstance(second, Tensor) and first.shape == second.shape \
+            and not torch.equal(first, second):
+        fail(message)
+    return first
 
 
 def expect_grad_flows(output: Tensor, inputs: Mapping[str, Tensor], what: str) -> None:

@@ -38,6 +38,7 @@ from course_utils.checks.harness import (
     expect_pair,
     expect_tensor,
     fail,
+    one_thread,
     seeded,
 )
 from course_utils.reference.decoding import greedy_decode as _reference_greedy_decode
@@ -594,12 +595,8 @@ def _copy_model_state() -> dict[str, Tensor]:
     thread (faster for so small a model on a busy machine), so that every machine gets
     practically the same weights.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _train_copy_model()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train_copy_model() -> dict[str, Tensor]:

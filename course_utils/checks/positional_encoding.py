@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,9 @@ from course_utils.checks.harness import (
     devices,
     expect_callable,
     expect_close,
+    expect_close_within,
     expect_module_class,
+    expect_repeatable,
     expect_tensor,
     fail,
     leaf_copies,
@@ -33,49 +35,6 @@ from course_utils.checks.harness import (
 )
 
 DEFAULT_MAX_SEQ_LENGTH = 5000
-
-
-# --------------------------------------------------------------------------------------
-# A comparison with a tolerance of one's choosing (the harness's is fixed per dtype)
-# --------------------------------------------------------------------------------------
-
-
-def expect_close_within(actual: Tensor, expected: Tensor, what: str, *, atol: float | Tensor,
-                        rtol: float = 0.0, mistakes: Mapping[str, Tensor | Callable[[], Tensor]] | None = None,
-                        hint: str | None = None,
-                        locate: Callable[[tuple[int, ...]], str] | None = None) -> None:
-    """Like :func:`harness.expect_close` for values only, with an explicit tolerance.
-
-    Compares in float64 (``actual`` may be float32 or float64) with
-    ``|actual - expected| <= atol + rtol * |expected|``; ``atol`` may be a tensor that
-    broadcasts to the shape (e.g. growing with the position). ``mistakes`` are matched with
-    the same tolerance. ``locate`` turns the index of the largest error into words.
-    """
-    expect_tensor(actual, what, tuple(expected.shape))
-    a = actual.detach().to(device="cpu", dtype=torch.float64)
-    e = expected.detach().to(device="cpu", dtype=torch.float64)
-    limit = torch.as_tensor(atol, dtype=torch.float64) + rtol * e.abs()
-
-    def off(candidate: Tensor) -> Tensor:
-        return ((a - candidate).abs() > limit) | torch.isnan(a)
-
-    bad = off(e)
-    if not bad.any():
-        return
-    error = (a - e).abs().nan_to_num(nan=math.inf)
-    flat = int(error.flatten().argmax())
-    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), error.shape))
-    where = locate(index) if locate else f"index {index}"
-    message = (f"{what} has wrong values: {int(bad.sum())} of {bad.numel()} entries are off; the "
-               f"largest error is {error[index].item():.3g} at {where} (yours {a[index].item():.6g}, "
-               f"expected {e[index].item():.6g}).")
-    for explanation, candidate in (mistakes or {}).items():
-        value = candidate() if callable(candidate) else candidate
-        if value is None or tuple(value.shape) != tuple(a.shape):
-            continue
-        if not off(value.detach().to(device="cpu", dtype=torch.float64)).any():
-            fail(message + f"\nLikely mistake: {explanation}")
-    fail(message + (f"\nHint: {hint}" if hint else ""))
 
 
 # --------------------------------------------------------------------------------------
@@ -302,13 +261,11 @@ def _check_forward(check: Check, module: nn.Module, pe: Tensor, seed: int, batch
                 original = x.clone()
                 where = f"on x of shape {tuple(x.shape)} ({dtype}, on {device.type})"
                 what = f"PositionalEncoding.forward {where}"
-                got = check.call(module, x, what=what, on_error=hints)
-                again = check.call(module, x, what=what, on_error=hints)
-                if isinstance(got, Tensor) and isinstance(again, Tensor) and got.shape == again.shape \
-                        and not torch.equal(got, again):
-                    fail(f"{what} gives a different output each time it is called on the same x: "
-                         f"PositionalEncoding must be deterministic. Leave dropout out of it (the "
-                         f"encoder applies dropout after adding the encodings, chapter 5).")
+                got = expect_repeatable(
+                    lambda: check.call(module, x, what=what, on_error=hints),
+                    f"{what} gives a different output each time it is called on the same x: "
+                    f"PositionalEncoding must be deterministic. Leave dropout out of it (the "
+                    f"encoder applies dropout after adding the encodings, chapter 5).")
                 if not torch.equal(x, original):
                     fail(f"{what} changed x in place (x += ... or x.add_): the caller's tensor must "
                          f"stay as it was. Return a new tensor: return x + self.pe[:, :L].")

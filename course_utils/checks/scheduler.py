@@ -30,7 +30,7 @@ from course_utils.checks.harness import (
     compare_gradients,
     describe,
     device_names,
-    devices,
+    devices_and_dtypes,
     expect_close,
     expect_module_class,
     fail,
@@ -451,38 +451,36 @@ def check_label_smoothing_loss(LabelSmoothingLoss: type[nn.Module], seed: int = 
     hint = ("per real token the loss is (1 - eps) * (-log p_y) + eps * mean_k(-log p_k) with "
             "log p = log_softmax(logits); average it over the tokens whose target is not pad_idx.")
     shape_hint = "return one number (a 0-dim tensor): the mean over the real tokens, not a loss per token."
-    for device in devices():
-        for dtype in (torch.float32, torch.float64):
-            where = f" on {device.type} in {str(dtype).replace('torch.', '')}"
-            logits, target = _padded_batch(seed, batch, length, vocab, pad_idx, dtype, device)
-            n_real = int((target != pad_idx).sum())
-            cases = [
-                (f"logits (B, L, V) = {tuple(logits.shape)}, target (B, L) with {n_real} real tokens "
-                 f"and {target.numel() - n_real} padded", logits, target),
-                (f"flattened logits (N, V) = {(batch * length, vocab)}, target (N,)",
-                 logits.reshape(-1, vocab), target.reshape(-1)),
-            ]
-            for label, x, t in cases:
-                what = f"{name} on {label}{where}"
-                got = check.call(loss_fn, x, t, what=what, on_error=_LOSS_HINTS)
-                expect_close(got, _builtin(x, t, smoothing, pad_idx), f"the loss of {what}",
-                             mistakes=_loss_mistakes(x, t, smoothing, pad_idx), hint=hint,
-                             shape_hint=shape_hint)
-            # Padded positions have no influence: new logits there change nothing.
-            with seeded(seed + 1):
-                noise = 10.0 * torch.randn(logits.shape, dtype=torch.float64).to(dtype).to(device)
-            changed = torch.where((target == pad_idx)[..., None], noise, logits)
-            what = f"{name} with other logits at the padded positions{where}"
-            again = check.call(loss_fn, changed, target, what=what, on_error=_LOSS_HINTS)
-            before = check.call(loss_fn, logits, target, what=f"{name}{where}", on_error=_LOSS_HINTS)
-            expect_close(again, before.detach(), f"the loss of {what} (padded positions must not "
-                         f"count: the loss should not change)",
-                         hint="select or mask the positions whose target is pad_idx before averaging.")
-            # smoothing = 0 is the plain cross-entropy.
-            what = f"{plain_name} on {cases[0][0]}{where}"
-            got = check.call(plain_fn, logits, target, what=what, on_error=_LOSS_HINTS)
-            expect_close(got, _builtin(logits, target, 0.0, pad_idx), f"the loss of {what} (smoothing=0 "
-                         f"is the plain cross-entropy)", hint=hint, shape_hint=shape_hint)
+    for device, dtype, where in devices_and_dtypes():
+        logits, target = _padded_batch(seed, batch, length, vocab, pad_idx, dtype, device)
+        n_real = int((target != pad_idx).sum())
+        cases = [
+            (f"logits (B, L, V) = {tuple(logits.shape)}, target (B, L) with {n_real} real tokens "
+             f"and {target.numel() - n_real} padded", logits, target),
+            (f"flattened logits (N, V) = {(batch * length, vocab)}, target (N,)",
+             logits.reshape(-1, vocab), target.reshape(-1)),
+        ]
+        for label, x, t in cases:
+            what = f"{name} on {label}{where}"
+            got = check.call(loss_fn, x, t, what=what, on_error=_LOSS_HINTS)
+            expect_close(got, _builtin(x, t, smoothing, pad_idx), f"the loss of {what}",
+                         mistakes=_loss_mistakes(x, t, smoothing, pad_idx), hint=hint,
+                         shape_hint=shape_hint)
+        # Padded positions have no influence: new logits there change nothing.
+        with seeded(seed + 1):
+            noise = 10.0 * torch.randn(logits.shape, dtype=torch.float64).to(dtype).to(device)
+        changed = torch.where((target == pad_idx)[..., None], noise, logits)
+        what = f"{name} with other logits at the padded positions{where}"
+        again = check.call(loss_fn, changed, target, what=what, on_error=_LOSS_HINTS)
+        before = check.call(loss_fn, logits, target, what=f"{name}{where}", on_error=_LOSS_HINTS)
+        expect_close(again, before.detach(), f"the loss of {what} (padded positions must not "
+                     f"count: the loss should not change)",
+                     hint="select or mask the positions whose target is pad_idx before averaging.")
+        # smoothing = 0 is the plain cross-entropy.
+        what = f"{plain_name} on {cases[0][0]}{where}"
+        got = check.call(plain_fn, logits, target, what=what, on_error=_LOSS_HINTS)
+        expect_close(got, _builtin(logits, target, 0.0, pad_idx), f"the loss of {what} (smoothing=0 "
+                     f"is the plain cross-entropy)", hint=hint, shape_hint=shape_hint)
     # Gradients with respect to the logits, against the built-in's (zero at padded positions).
     logits, target = _padded_batch(seed + 2, batch, length, vocab, pad_idx, torch.float64,
                                    torch.device("cpu"))

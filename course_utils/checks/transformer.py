@@ -9,9 +9,8 @@ learns, and that the model can memorise one small batch.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +26,7 @@ from course_utils.checks.harness import (
     expect_module_class,
     expect_tensor,
     fail,
+    one_thread,
     seeded,
 )
 from course_utils.checks.masking import random_padded_ids
@@ -145,20 +145,9 @@ def _forward_mistakes(model: nn.Module, src: Tensor, tgt: Tensor, pad_idx: int, 
     return mistakes
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Tiny models train faster on one CPU thread, and do not slow down on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _overfit(cls: type[nn.Module], check: Check, seed: int, pad_idx: int) -> None:
     """A tiny model of the student's class memorises one batch of 4 random pairs."""
-    with _one_thread():
+    with one_thread():
         _train_one_batch(cls, check, seed, pad_idx)
 
 

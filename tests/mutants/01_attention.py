@@ -241,10 +241,9 @@ CATALOGUE: dict[str, Catalogue] = {
             Mutant("multiplied_by_sqrt_d_k", scores_multiplied_by_sqrt_d_k,
                    r"multiplied by sqrt\(d_k\) instead of divided"),
             Mutant("divided_by_sqrt_lk", scores_divided_by_sqrt_lk, r"divided by sqrt\(Lk\)"),
-            # torch's batched-matmul error ("Expected size for first two dimensions of batch2
-            # tensor ...") matches none of the check's hint needles, so no hint is given.
             Mutant("key_not_transposed", scores_key_not_transposed,
-                   r"raised RuntimeError: Expected size for first two dimensions of batch2 tensor"),
+                   r"raised RuntimeError: Expected size for first two dimensions of batch2 tensor"
+                   r"(.|\n)*Hint: query @ key needs the key's last two axes swapped"),
             Mutant("wrong_axes_transposed", scores_wrong_axes_transposed,
                    r"raised RuntimeError: The size of tensor a .*\n.*\nHint: query @ key needs the "
                    r"key's last two axes swapped"),
@@ -274,9 +273,10 @@ CATALOGUE: dict[str, Catalogue] = {
                    r"keys where the mask is False got weight up to .*must get exactly 0"
                    r"\.\nHint: fill the scores of masked keys with float\('-inf'\) before the softmax"),
             Mutant("key_not_transposed", sdpa_key_not_transposed,
-                   r"raised RuntimeError: Expected size for first two dimensions of batch2 tensor"),
+                   r"raised RuntimeError: Expected size for first two dimensions of batch2 tensor"
+                   r"(.|\n)*Hint: query @ key needs the key's last two axes swapped"),
             Mutant("returns_weights_first", sdpa_returns_weights_first,
-                   r"the attention weights has shape \(2, 3, 4, 5\), expected \(2, 3, 4, 6\)"
+                   r"the attention-weight tensor has shape \(2, 3, 4, 5\), expected \(2, 3, 4, 6\)"
                    r"(.|\n)*check the order of return values"),
             Mutant("weights_detached", sdpa_weights_detached,
                    r"the gradient of the output with respect to query is missing"),
