@@ -1,0 +1,341 @@
+"""``make grade CHAPTER=<id>``: autograde one chapter for the whole class and print the scores.
+
+Run from the course root (where ``nbgrader_config.py`` is)::
+
+    python -m course_utils.grading 01_attention            # grade new submissions, print the table
+    python -m course_utils.grading 01_attention --force    # regrade everyone (e.g. after fixing a test)
+    python -m course_utils.grading 01_attention --Execute.timeout=300   # any other nbgrader option
+
+It finds every student with a submission in ``submitted/<student>/<chapter>/``, records the
+chapter in the gradebook if ``nbgrader generate_assignment`` has not done so yet, runs
+``nbgrader autograde <chapter>`` once for all of them (nbgrader carries on past a
+submission that fails and reports it at the end), then prints one row per student: the
+score, the maximum, the points of each grade cell, and notes that call for a look in the
+formgrader (a cell that hit the time limit, a grade cell that had to be put back, a
+submission nbgrader could not grade). It exits with status 1 when a submission was left
+ungraded.
+
+This module also holds :class:`BoundedExecute`, the execution step that
+``nbgrader_config.py`` puts in place of nbgrader's own, so that a submission stuck in
+compiled code cannot stop the batch. See ``docs/instructors.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import ensure_async, run_sync
+from nbformat.notebooknode import NotebookNode
+from nbgrader.converters.autograde import Autograde
+from nbgrader.preprocessors import Execute
+
+# What OverwriteCells (add_missing_cells=True) writes at the top of a grade cell it puts back.
+MISSING_CELL_MARK = "was missing from the submission"
+
+
+# --------------------------------------------------------------------------------------
+# Execution that stays bounded when a submission ignores the interrupt
+# --------------------------------------------------------------------------------------
+
+
+def _error_output(ename: str, evalue: str) -> NotebookNode:
+    """An ``error`` output: nbgrader scores a grade cell holding one as 0, and shows it as feedback."""
+    return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+class BoundedExecute(Execute):
+    """nbgrader's ``Execute``, bounded even when student code ignores the interrupt.
+
+    nbgrader interrupts a cell that runs past ``Execute.timeout``. A Python loop stops
+    (KeyboardInterrupt) and grading goes on. A loop inside compiled code (one huge tensor
+    operation, a built-in like ``sum`` over a huge range, a C extension) never sees the
+    interrupt: nbclient then raises ``CellTimeoutError`` out of the whole notebook, nbgrader
+    drops that student's autograded notebook, and the student has no score and no feedback.
+    A kernel that dies (a crash, ``exit()``, out of memory) ends the same way.
+
+    Here, when the kernel is still busy ``iopub_timeout`` seconds after the interrupt, it is
+    stopped; the cell gets a ``CellTimeoutError`` output that says why, and every code cell
+    after it gets a ``CellNotRun`` error instead of being run. An error, not nothing: nbgrader
+    gives full points to a grade cell without output, so a cell that never ran must say so.
+    """
+
+    def reset_execution_trackers(self) -> None:
+        super().reset_execution_trackers()
+        self._timed_out = False  # the current cell passed the time limit and was interrupted
+        self._stopped: str | None = None  # why the kernel is gone; later cells are not run
+
+    async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None
+                                    ) -> None | dict[str, Any]:
+        self._timed_out = True
+        reply = await super()._async_handle_timeout(timeout, cell)
+        if reply is not None:
+            # nbgrader's default says "No reply from kernel before timeout": say which limit.
+            message = (f"this cell ran longer than the time limit of {timeout} s per cell and was "
+                       f"interrupted: look for an infinite loop or a very slow computation.")
+            reply["content"].update(evalue=message, traceback=[f"CellTimeoutError: {message}"])
+        return reply
+
+    def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> tuple[NotebookNode, Any]:
+        if self._stopped is not None:
+            if cell.cell_type == "code" and cell.source.strip():
+                cell.outputs = [_error_output("CellNotRun", f"not run: {self._stopped}")]
+            return cell, resources
+        self._timed_out = False
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except CellTimeoutError:
+            if not self._timed_out:
+                raise  # late output from a cell that finished in time: nbgrader's own handling
+            # The interrupt did not stop the cell: stop the kernel, so that the batch goes on.
+            run_sync(self._async_stop_kernel)()
+            message = (f"this cell ran longer than the time limit of {self.timeout} s per cell and "
+                       f"ignored the interrupt (a long computation inside compiled code, such as one "
+                       f"huge tensor operation), so the grader stopped the kernel; the cells below it "
+                       f"did not run.")
+            cell.outputs.append(_error_output("CellTimeoutError", message))
+            self._stopped = f"the grader stopped the kernel at {_describe(cell, index)}, which ran past the time limit."
+        except DeadKernelError:
+            message = ("the kernel died while running this cell (the code crashed the process, "
+                       "called exit(), or ran out of memory); the cells below it did not run.")
+            cell.outputs.append(_error_output("DeadKernelError", message))
+            self._stopped = f"the kernel died at {_describe(cell, index)}."
+        self.log.error("%s: %s", _describe(cell, index), self._stopped)
+        return cell, resources
+
+    async def _async_stop_kernel(self) -> None:
+        """Kill the kernel process (it does not answer any more, so no polite shutdown)."""
+        assert self.km is not None
+        await ensure_async(self.km.shutdown_kernel(now=True))
+
+
+def _describe(cell: NotebookNode, index: int) -> str:
+    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return f"cell {grade_id!r}" if grade_id else f"code cell {index}"
+
+
+def autograde_preprocessors() -> list[Any]:
+    """nbgrader's autograde pipeline with :class:`BoundedExecute` in place of ``Execute``."""
+    default = list(Autograde.class_traits()["autograde_preprocessors"].default())
+    assert Execute in default, "nbgrader's autograde pipeline changed: check BoundedExecute"
+    return [BoundedExecute if step is Execute else step for step in default]
+
+
+# --------------------------------------------------------------------------------------
+# The score table
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One student's result for one chapter, as the table shows it."""
+
+    student: str
+    score: float | None = None  # None: no grades in the gradebook
+    max_score: float | None = None
+    cells: dict[str, float | None] = field(default_factory=dict)  # grade id -> points
+    notes: list[str] = field(default_factory=list)
+
+
+def course_directory(root: Path) -> Any:
+    """nbgrader's ``CourseDirectory`` for ``root``, configured by its ``nbgrader_config.py``."""
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = Config()
+    if (root / "nbgrader_config.py").is_file():
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    return CourseDirectory(config=config, root=str(root))
+
+
+def submitted_students(coursedir: Any, chapter: str) -> list[str]:
+    """Students with a folder ``submitted/<student>/<chapter>/``, sorted."""
+    pattern = Path(coursedir.format_path(coursedir.submitted_directory, "*", chapter))
+    return sorted(p.parent.name for p in pattern.parent.parent.glob(f"*/{pattern.name}") if p.is_dir())
+
+
+def _grade_ids_in_order(coursedir: Any, chapter: str, notebook: str, known: list[str]) -> list[str]:
+    """Grade ids in the order of the source notebook (the gradebook keeps no order)."""
+    path = Path(coursedir.format_path(coursedir.source_directory, ".", chapter)) / f"{notebook}.ipynb"
+    order: list[str] = []
+    if path.is_file():
+        for cell in nbformat.read(path, as_version=4).cells:
+            grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            if grade_id in known and grade_id not in order:
+                order.append(grade_id)
+    return order + sorted(set(known) - set(order))
+
+
+def _notes(autograded: Path) -> list[str]:
+    """What an instructor should look at in an autograded notebook, e.g. ``time limit: sdpa_check``."""
+    found: dict[str, list[str]] = {"time limit": [], "kernel died": [], "grade cell put back": []}
+    notebook = nbformat.read(autograded, as_version=4)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        name = _describe(cell, index).removeprefix("cell ").strip("'")
+        enames = {o.get("ename") for o in cell.get("outputs", []) if o.get("output_type") == "error"}
+        if "CellTimeoutError" in enames:
+            found["time limit"].append(name)
+        if "DeadKernelError" in enames:
+            found["kernel died"].append(name)
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade") and MISSING_CELL_MARK in cell.source:
+            found["grade cell put back"].append(name)
+    return [f"{what}: {', '.join(names)}" for what, names in found.items() if names]
+
+
+def _why_not_graded(coursedir: Any, chapter: str, student: str, notebooks: list[str]) -> str:
+    """The note for a submission without an autograded notebook."""
+    folder = Path(coursedir.format_path(coursedir.submitted_directory, student, chapter))
+    missing = [f"{name}.ipynb" for name in notebooks if not (folder / f"{name}.ipynb").is_file()]
+    if missing:
+        # nbgrader's own message here ("did you forget to run generate_assignment?") misleads.
+        found = ", ".join(sorted(p.name for p in folder.glob("*.ipynb"))) or "no notebook"
+        return f"NOT GRADED: no {', '.join(missing)} in its folder (found: {found}); rename it"
+    return "NOT GRADED: see nbgrader's log above"
+
+
+def score_table(root: Path, chapter: str) -> tuple[list[str], list[tuple[str, float]], list[Row]]:
+    """Read the gradebook: notebook names, grade cells with their points, one row per student."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    coursedir = course_directory(root)
+    students = submitted_students(coursedir, chapter)
+    rows = [Row(student) for student in students]
+    columns: list[tuple[str, float]] = []
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+        assignment = gradebook.find_assignment(chapter)
+        notebooks = sorted(nb.name for nb in assignment.notebooks)
+        for notebook in notebooks:
+            cells = {c.name: c.max_score for c in gradebook.find_notebook(notebook, chapter).grade_cells}
+            columns += [(g, cells[g]) for g in _grade_ids_in_order(coursedir, chapter, notebook, list(cells))]
+        for row in rows:
+            try:
+                submission = gradebook.find_submission(chapter, row.student)
+            except MissingEntry:
+                row.notes.append("not in the gradebook")
+                continue
+            row.max_score = submission.max_score
+            graded = True
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    ran = grade.auto_score is not None or grade.manual_score is not None
+                    row.cells[grade.name] = grade.score if ran else None
+                path = Path(coursedir.format_path(coursedir.autograded_directory, row.student, chapter))
+                autograded = path / f"{notebook.name}.ipynb"
+                if autograded.is_file():
+                    row.notes += _notes(autograded)
+                else:
+                    graded = False
+            if graded:
+                row.score = submission.score
+            else:
+                row.notes.append(_why_not_graded(coursedir, chapter, row.student, notebooks))
+    return notebooks, columns, rows
+
+
+def format_table(columns: list[tuple[str, float]], rows: list[Row]) -> str:
+    """A plain-text table: student, score, max, the points of each grade cell, notes."""
+
+    def number(x: float | None) -> str:
+        return "-" if x is None else f"{x:g}"
+
+    header = ["student", "score", "max", *[f"{name} ({number(points)})" for name, points in columns], "notes"]
+    body = [[row.student, number(row.score), number(row.max_score),
+             *[number(row.cells.get(name)) for name, _ in columns], "; ".join(row.notes)] for row in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header) - 1)]
+    lines = []
+    for line in [header, *body]:
+        # Text columns flush left, numbers flush right, notes unpadded at the end.
+        cells = [line[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(line[1:-1], widths[1:])]
+        lines.append("  ".join([*cells, line[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------
+
+
+def nbgrader(*args: str, root: Path) -> int:
+    """Run ``nbgrader <args>`` in ``root``; its output goes straight to the terminal."""
+    # nbgrader runs the `alembic` program to create the gradebook: use this environment's.
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("COURSE_QUICK", None)  # nbgrader's NBGRADER_EXECUTION alone selects quick mode
+    print(f"$ nbgrader {' '.join(args)}", flush=True)
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=root, env=env).returncode
+
+
+def _in_gradebook(root: Path, chapter: str) -> bool:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    coursedir = course_directory(root)
+    if coursedir.db_url.startswith("sqlite:///") and not Path(coursedir.db_url.removeprefix("sqlite:///")).is_file():
+        return False
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+        try:
+            return bool(gradebook.find_assignment(chapter).notebooks)
+        except MissingEntry:
+            return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils.grading",
+        description="Autograde one chapter for every student in submitted/ (one nbgrader run) "
+                    "and print the score table. Other options (e.g. --Execute.timeout=300, "
+                    "--log-level=WARN) are passed on to `nbgrader autograde`.")
+    parser.add_argument("chapter", help="the assignment id, e.g. 01_attention")
+    parser.add_argument("--force", action="store_true",
+                        help="regrade submissions that were already autograded")
+    args, nbgrader_options = parser.parse_known_args(argv)
+    root = Path.cwd()
+    coursedir = course_directory(root)
+    chapter = args.chapter
+
+    source = Path(coursedir.format_path(coursedir.source_directory, ".", chapter))
+    if not source.is_dir():
+        parser.error(f"no chapter {chapter!r}: {source} does not exist (run from the course root).")
+    students = submitted_students(coursedir, chapter)
+    if not students:
+        where = Path(coursedir.format_path(coursedir.submitted_directory, "<student>", chapter))
+        print(f"No submissions for {chapter}: put each one at {where.relative_to(root)}/{chapter}.ipynb "
+              f"(see docs/instructors.md).", file=sys.stderr)
+        return 1
+
+    if not _in_gradebook(root, chapter):
+        # `make release` uses --no-db: the gradebook learns the grade cells only from this.
+        print(f"{chapter} is not in the gradebook yet: recording it with generate_assignment.", flush=True)
+        if nbgrader("generate_assignment", chapter, "--force", "--log-level=WARN", root=root) != 0:
+            return 1
+
+    print(f"Autograding {chapter} for {len(students)} student(s) in one nbgrader run.", flush=True)
+    status = nbgrader("autograde", chapter, *(["--force"] if args.force else []), *nbgrader_options, root=root)
+
+    _, columns, rows = score_table(root, chapter)
+    print()
+    print(f"Scores for {chapter} ({len(rows)} student(s)):")
+    print(format_table(columns, rows))
+    ungraded = [row.student for row in rows if row.score is None]
+    if ungraded:
+        print(f"\n{len(ungraded)} submission(s) not graded: {', '.join(ungraded)}. nbgrader's log above "
+              f"says why; fix the cause, then run this command again.", file=sys.stderr)
+        return 1
+    if status != 0:
+        print(f"\nnbgrader autograde exited with status {status}; see its log above.", file=sys.stderr)
+        return status
+    print(f"\nNext: nbgrader generate_feedback {chapter}; nbgrader export (grades.csv).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
