@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test release solutions
+.PHONY: lab test release solutions grade
 
 ## make lab: install if needed, copy new chapters into work/ (never overwriting), start JupyterLab on work/
 lab: $(STAMP)
@@ -21,9 +21,22 @@ test: $(STAMP)
 release: $(STAMP)
 	$(PY) -m course_utils.release
 
+## make grade CHAPTER=01_attention: autograde every submission in submitted/*/CHAPTER/ (one nbgrader run), print the scores
+grade: $(STAMP)
+	$(PY) -m course_utils.grading $(CHAPTER) $(GRADE_ARGS)
+
 ## make solutions: re-execute solutions/ in place so their committed outputs are fresh
 solutions: $(STAMP)
 	$(PY) -m course_utils.release --execute-solutions
+
+## make bench: every benchmark at its real size (about 45 minutes on 2 cores); results in benchmarks/RESULTS.md
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m benchmarks.train_step
+	$(PY) -m benchmarks.attention
+	$(PY) -m benchmarks.decoding
+	$(PY) -m benchmarks.quality_per_minute
+	$(PY) -m benchmarks.test_suite
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

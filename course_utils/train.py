@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -242,7 +243,7 @@ def _progress(total: int | None, description: str, enabled: bool):
 
 def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
           device: torch.device | str | None = None, progress: bool = True,
-          log=print) -> dict[str, Any]:
+          log=print, bleu_every_epoch: int = 0) -> dict[str, Any]:
     """Run a whole preset: data, vocabularies, training, evaluation, checkpoint and metrics.
 
     Args:
@@ -251,12 +252,18 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
         device: default CUDA when present, else the CPU.
         progress: show tqdm progress bars (on stderr).
         log: where the one-line progress reports go.
+        bleu_every_epoch: if N > 0, after every epoch translate the first N validation sentences
+            (greedy, with the decoder cache) and record their BLEU in the history as
+            ``val_bleu``: a quality-against-time curve (``benchmarks/quality_per_minute.py``). The
+            scoring time is left out of the training clock and pushes the time limit back by as
+            much, so the training itself is the same as without it.
 
     Returns:
         the metrics (also written to ``metrics.json``).
     """
     from course_utils.evaluation import evaluate_translation
     from course_utils.reference.beam_search import beam_search
+    from course_utils.reference.decoding import greedy_decode
     from course_utils.reference.translation import evaluate_loss, train_epoch
 
     started = time.perf_counter()
@@ -294,6 +301,8 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
     best_state, best_val = None, math.inf
     train_start = time.perf_counter()
     deadline = train_start + 60 * preset.max_minutes if preset.max_minutes else None
+    not_training = 0.0  # seconds spent on optional per-epoch BLEU scoring, left out of the clock
+    bleu_split = val_split.subset(min(bleu_every_epoch, len(val_split))) if bleu_every_epoch > 0 else None
     steps, stopped_early = 0, False
     for epoch in range(1, preset.epochs + 1):
         bar = _progress(len(batches), f"epoch {epoch}/{preset.epochs}", progress)
@@ -311,18 +320,31 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
         val_loss = evaluate_loss(model, val_batches, PAD_IDX)
         record = {"epoch": epoch, "steps": steps, "train_loss": round(train_loss, 4),
                   "val_loss": round(val_loss, 4), "val_perplexity": round(math.exp(val_loss), 3),
-                  "lr": optimizer.param_groups[0]["lr"], "minutes": round((time.perf_counter() - train_start) / 60, 2),
+                  "lr": optimizer.param_groups[0]["lr"],
+                  "minutes": round((time.perf_counter() - train_start - not_training) / 60, 2),
                   "batch_losses": [round(x, 4) for x in losses]}
         history.append(record)
         log(f"epoch {epoch}: train loss {train_loss:.3f} (label-smoothed), val loss {val_loss:.3f}, "
             f"val perplexity {record['val_perplexity']:.2f}, {record['minutes']:.1f} min")
+        if bleu_split is not None:
+            scoring_start = time.perf_counter()
+            scores = evaluate_translation(model, bleu_split, src_vocab, tgt_vocab, device=device,
+                                          decoder=functools.partial(greedy_decode, use_cache=True))
+            scoring = time.perf_counter() - scoring_start
+            record.update(val_bleu=round(scores.bleu, 2), val_bleu_sentences=len(bleu_split),
+                          bleu_seconds=round(scoring, 1))
+            log(f"epoch {epoch}: BLEU {scores.bleu:.2f} on the first {len(bleu_split)} validation sentences "
+                f"(greedy; {scoring:.0f} s, not counted as training time)")
+            not_training += scoring
+            if deadline is not None:
+                deadline += scoring
         if val_loss < best_val:
             best_val, best_state = val_loss, copy.deepcopy(model.state_dict())
         if deadline is not None and time.perf_counter() > deadline:
             stopped_early = epoch < preset.epochs or len(losses) < len(batches)
             log(f"time limit of {preset.max_minutes} min reached after {steps} steps")
             break
-    train_seconds = time.perf_counter() - train_start
+    train_seconds = time.perf_counter() - train_start - not_training
     if best_state is not None:
         model.load_state_dict(best_state)
 
@@ -444,6 +466,9 @@ def _parse(argv: Sequence[str] | None) -> tuple[Preset, argparse.Namespace]:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default checkpoints/<preset>)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    parser.add_argument("--bleu-every-epoch", type=int, default=0, metavar="N",
+                        help="after every epoch, record the BLEU of the first N validation sentences "
+                             "(greedy; not counted as training time); default 0: off")
     for f in dataclasses.fields(Preset):
         if f.name == "name":
             continue
@@ -469,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     changed = {k: v for k, v in dataclasses.asdict(preset).items() if v != getattr(PRESETS[preset.name], k)}
     print(f"preset {preset.name}" + (f" with {changed}" if changed else ""), flush=True)
     train(preset, args.out, device=args.device, progress=not args.no_progress,
-          log=lambda message: print(message, flush=True))
+          log=lambda message: print(message, flush=True), bleu_every_epoch=args.bleu_every_epoch)
     return 0
 
 

@@ -1,0 +1,110 @@
+"""What every benchmark shares: the machine's description, interleaved timing, Markdown tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: The repository root (``benchmarks/`` is one level below it).
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_name() -> str:
+    """The ``model name`` line of ``/proc/cpuinfo`` (else what ``platform`` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    """The 1-minute load average against the core count, e.g. ``"1.9 on 2 cores"``.
+
+    Printed with every table: a load near or above the core count means something else was
+    competing for the CPU, which slows absolute numbers but barely moves interleaved ratios.
+    """
+    try:
+        one_minute = os.getloadavg()[0]
+    except OSError:
+        return "unknown"
+    return f"{one_minute:.2f} on {os.cpu_count()} cores"
+
+
+def machine_line() -> str:
+    """One line that says where the numbers come from."""
+    from course_utils.train import bf16_is_fast
+
+    bf16 = "bf16 native" if bf16_is_fast(torch.device("cpu")) else "no native bf16"
+    return (f"CPU: {cpu_name()} ({os.cpu_count()} cores, {bf16}); torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; Python {platform.python_version()}")
+
+
+def header(title: str, module: str, argv: Sequence[str] | None) -> None:
+    """Print the benchmark's title, the exact command, the machine and the load."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(["python", "-m", f"benchmarks.{module}", *args])
+    print(f"## {title}\n")
+    print(f"command: `{command}`  ")
+    print(f"{machine_line()}  ")
+    print(f"load average at start: {load_average()}\n", flush=True)
+
+
+def footer() -> None:
+    """Print the load at the end, to compare with the start's."""
+    print(f"\nload average at end: {load_average()}", flush=True)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table; numbers are formatted by the caller."""
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def seconds(fn: Callable[[], Any]) -> float:
+    """Wall time of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time each contender ``repeats`` times, taking turns (A B, B A, A B, ...).
+
+    Taking turns, and reversing the order every round, exposes both sides to the same
+    background load and the same cache state, so their ratio is fair even on a busy machine.
+
+    Returns:
+        the wall times of every call, per contender.
+    """
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            times[name].append(seconds(contenders[name]))
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` unless ``None`` (torch's default: one per core)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
