@@ -25,9 +25,9 @@ release: $(STAMP)
 grade: $(STAMP)
 	$(PY) -m course_utils.grading $(CHAPTER) $(GRADE_ARGS)
 
-## make solutions: re-execute solutions/ in place so their committed outputs are fresh
+## make solutions [CHAPTERS="09_multi30k"]: re-execute solutions/ in place (full mode) so their committed outputs are fresh
 solutions: $(STAMP)
-	$(PY) -m course_utils.release --execute-solutions
+	$(PY) -m course_utils.release --execute-solutions $(CHAPTERS)
 
 ## make bench: every benchmark at its real size (about 45 minutes on 2 cores); results in benchmarks/RESULTS.md
 .PHONY: bench

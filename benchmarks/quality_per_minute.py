@@ -153,7 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     loaded = [json.loads(Path(path).read_text(encoding="utf-8")) for path in paths]
     # A metrics.json holds one run; a file written by --save, a list of them.
     for metrics in [m for item in loaded for m in (item if isinstance(item, list) else [item])]:
-        label = f"{metrics['config']['d_model']}d {metrics['config']['num_layers']}+{metrics['config']['num_layers']}"
+        config = metrics["config"]
+        precision = "bf16" if metrics.get("training_precision", "").startswith("bfloat16") else "fp32"
+        label = f"{config['d_model']}d {config['num_layers']}+{config['num_layers']} {precision}"
         runs.append((label, metrics))
         print(f"\n{summary(metrics)}\n")
         print(history_table(metrics))

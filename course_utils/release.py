@@ -40,10 +40,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--execute-solutions", action="store_true",
                         help="re-execute solutions/ in place (full mode) before releasing")
+    parser.add_argument("chapters", nargs="*", metavar="CHAPTER",
+                        help="with --execute-solutions: only these chapters (default: all)")
     args = parser.parse_args()
     if args.execute_solutions:
         os.environ.pop("COURSE_QUICK", None)
-        for chapter in chapters():
+        unknown = set(args.chapters) - set(chapters())
+        if unknown:
+            parser.error(f"no such chapter: {', '.join(sorted(unknown))}; chapters: {', '.join(chapters())}")
+        for chapter in args.chapters or chapters():
             print(f"executing {source_notebook(chapter).relative_to(ROOT)}")
             execute_in_place(source_notebook(chapter))
     generate_release()
