@@ -14,19 +14,10 @@ from typing import Any
 
 import torch
 
+from course_utils.device import cpu_name
+
 #: The repository root (``benchmarks/`` is one level below it).
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    """The ``model name`` line of ``/proc/cpuinfo`` (else what ``platform`` knows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_average() -> str:

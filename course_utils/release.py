@@ -28,11 +28,44 @@ def generate_release(course_root: Path = ROOT, extra: tuple[str, ...] = ()) -> N
         )
 
 
+def collapse_carriage_returns(text: str) -> str:
+    r"""What a terminal shows of ``text``: each line as its last ``\r``-separated version.
+
+    Progress bars (tqdm) redraw a line with ``\r`` thousands of times; a front end shows the
+    last state only, but the saved output would keep every one of them.
+    """
+    lines = []
+    for line in text.split("\n"):
+        versions = [v for v in line.split("\r") if v.strip()]
+        lines.append(versions[-1] if versions else "")
+    return "\n".join(lines)
+
+
+def collapse_progress_bars(notebook: nbformat.NotebookNode) -> None:
+    """Merge each cell's consecutive outputs to the same stream, as a front end shows them, and
+    keep only the last state of every line (:func:`collapse_carriage_returns`)."""
+    for cell in notebook.cells:
+        merged: list[nbformat.NotebookNode] = []
+        for output in cell.get("outputs", []):
+            previous = merged[-1] if merged else None
+            if (output.get("output_type") == "stream" and previous is not None
+                    and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+                previous["text"] += output["text"]
+            else:
+                merged.append(output)
+        for output in merged:
+            if output.get("output_type") == "stream" and "\r" in output.get("text", ""):
+                output["text"] = collapse_carriage_returns(output["text"])
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = merged
+
+
 def execute_in_place(path: Path, timeout: int = 1800) -> None:
     """Execute a notebook with its own folder as working directory and save its outputs."""
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
+    collapse_progress_bars(notebook)
     nbformat.write(notebook, path)
 
 

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from course_utils.data.batching import TokenBatches, encode_split
 from course_utils.data.multi30k import load_multi30k
 from course_utils.data.vocab import PAD_IDX, Vocab
-from course_utils.device import default_device
+from course_utils.device import cpu_name, default_device
 from course_utils.reference.label_smoothing import LabelSmoothingLoss
 from course_utils.reference.schedule import NoamScheduler
 
@@ -211,20 +211,10 @@ def time_limited(batches: Iterable[tuple[Tensor, Tensor]], deadline: float | Non
 
 def _hardware(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"device": device.type, "torch_threads": torch.get_num_threads(),
-                            "cpu_count": os.cpu_count(), "cpu": _cpu_name(), "platform": platform.platform()}
+                            "cpu_count": os.cpu_count(), "cpu": cpu_name(), "platform": platform.platform()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _versions() -> dict[str, str]:

@@ -71,3 +71,20 @@ def test_source_notebook_conventions(chapter: str) -> None:
             errors = [o for o in cell.outputs if o.output_type == "error"
                       or (o.output_type == "stream" and o.name == "stderr")]
             assert not errors, f"{chapter}/{cell.id}: committed output has an error or stderr"
+
+
+def test_progress_bars_are_saved_as_a_terminal_shows_them() -> None:
+    """`make solutions` keeps the last state of a tqdm bar, not its thousands of redraws."""
+    from course_utils.release import collapse_progress_bars
+
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="start\n"),
+                    *(nbformat.v4.new_output("stream", name="stdout", text=f"\repoch 1: {i}/3")
+                      for i in range(4)),
+                    nbformat.v4.new_output("stream", name="stdout", text="\n\ndone\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="a warning\n")]
+    notebook.cells.append(cell)
+    collapse_progress_bars(notebook)
+    assert [(o.name, o.text) for o in cell.outputs] == [
+        ("stdout", "start\nepoch 1: 3/3\n\ndone\n"), ("stderr", "a warning\n")]
