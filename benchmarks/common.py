@@ -37,7 +37,7 @@ def machine_line() -> str:
     """One line that says where the numbers come from."""
     from course_utils.train import bf16_is_fast
 
-    bf16 = "bf16 native" if bf16_is_fast(torch.device("cpu")) else "no native bf16"
+    bf16 = "bf16 autocast on" if bf16_is_fast(torch.device("cpu")) else "bf16 autocast off: no AMX"
     return (f"CPU: {cpu_name()} ({os.cpu_count()} cores, {bf16}); torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads; Python {platform.python_version()}")
 
