@@ -129,7 +129,9 @@ PRESETS: dict[str, Preset] = {
     # is kept anyway. Epochs run until the time limit. Measured on a 2-core Xeon without AMX
     # (float32, see bf16_is_fast): 10 epochs, 4,293 steps, test2016 BLEU 36.8 greedy and 37.8
     # with beam 4; the validation loss is lowest after 8 minutes, so dropout may pay off now
-    # that a step is 1.7x faster than in those bfloat16 tuning runs (benchmarks/RESULTS.md).
+    # that a step is 1.7x faster than in those bfloat16 tuning runs. A larger size on equal terms
+    # (d_model 512, d_ff 1024: 2.6x slower steps) reached only 33.6 in the 15 minutes
+    # (benchmarks/RESULTS.md, section 4).
     "cpu": Preset("cpu", d_model=256, num_layers=3, num_heads=8, d_ff=512, dropout=0.0,
                   max_tokens=1000, epochs=10, max_minutes=15.0, warmup_steps=500, lr_factor=0.5),
     # A GPU run, not tuned on a GPU (none was available): a wider model with the dropout that
