@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -30,3 +32,20 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run a block with ``torch.set_num_threads(num_threads)``, then restore the setting.
+
+    Small models gain little from several CPU threads, and several threads slow down badly when
+    other programs compete for the cores; one thread is then the faster, steadier choice.
+    ``None`` leaves the setting alone.
+    """
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

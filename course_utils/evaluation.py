@@ -24,7 +24,6 @@ whole test set at once (corpus BLEU), in two ways that answer two different ques
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from course_utils.data.tokenization import detokenize
 from course_utils.data.vocab import BOS_IDX, EOS_IDX, PAD_IDX, Vocab
 from course_utils.reference.decoding import greedy_decode
 from course_utils.reference.translation import batch_by_tokens, collate_batch, evaluate_loss
+from course_utils.reference.translation import perplexity as perplexity_of_loss
 
 __all__ = [
     "Decoder",
@@ -148,7 +148,7 @@ def perplexity(model: nn.Module, batches: TokenBatches | Sequence[tuple[Tensor, 
                pad_idx: int = PAD_IDX) -> tuple[float, float]:
     """``(mean cross-entropy per target token, perplexity)`` under teacher forcing."""
     loss = evaluate_loss(model, batches, pad_idx)
-    return loss, (math.exp(loss) if loss < 700 else math.inf)
+    return loss, perplexity_of_loss(loss)
 
 
 @dataclass

@@ -7,7 +7,6 @@ the decoder reads ``tgt[:, :-1]`` (``<bos>`` and the answer so far) and learns t
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from course_utils.device import torch_threads
 
 
 @dataclass
@@ -29,23 +30,6 @@ class TrainingLog:
     @property
     def steps(self) -> int:
         return len(self.losses)
-
-
-@contextlib.contextmanager
-def torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run a block with ``torch.set_num_threads(num_threads)``, then restore the setting.
-
-    Small models gain little from several CPU threads, and several threads slow down badly when
-    other programs compete for the cores; one thread is then the faster, steadier choice.
-    ``None`` leaves the setting alone.
-    """
-    previous = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:

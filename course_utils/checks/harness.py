@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from course_utils.device import available_devices
+from course_utils.device import available_devices, torch_threads
 from course_utils.guard import ReferenceUsedError, answer_key_name, forbid
 
 
@@ -96,19 +96,13 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
+def one_thread() -> contextlib.AbstractContextManager[None]:
     """Run a block on one CPU thread, and restore the thread count afterwards.
 
     The checks' models are tiny: one thread is faster for them, and does not slow down badly
     when other programs (or the notebook kernel's own threads) compete for the cores.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(1)
 
 
 @contextlib.contextmanager
