@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sysconfig
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
@@ -32,7 +34,49 @@ from course_utils.guard import ReferenceUsedError, answer_key_name, forbid
 
 
 class CheckFailure(AssertionError):
-    """A check found something to fix. The message says what, and usually why."""
+    """A check found something to fix. The message says what, and usually why.
+
+    Its first line is a complete, short statement of what is wrong (tools that show one line,
+    such as a summary of which pieces fell back to the reference, show that line).
+
+    In a notebook, IPython shows an exception through its ``_render_traceback_`` when it has one:
+    a failed check then shows its message first and none of the checker's own frames, only the
+    student's where their code raised (see :func:`failure_report`). The cell still ends in an
+    error, which is what makes nbgrader score it 0, and nbgrader's feedback HTML shows the same
+    lines, since it renders the error output the kernel sent.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return failure_report(self)
+
+
+#: Frames from these folders are the checker's or PyTorch's, never the student's.
+_HIDDEN_FRAME_DIRS = tuple(str(Path(p).resolve()) for p in (
+    Path(__file__).parents[1], Path(torch.__file__).parent, sysconfig.get_paths()["purelib"],
+    sysconfig.get_paths()["stdlib"]))
+
+
+def _student_frames(error: BaseException) -> list[traceback.FrameSummary]:
+    """The frames of ``error``'s traceback that are in the student's code (not the checker's, not torch's)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return [f for f in frames if not str(Path(f.filename).resolve()).startswith(_HIDDEN_FRAME_DIRS)]
+
+
+def failure_report(failure: BaseException) -> list[str]:
+    """What a notebook shows for a failed check, as lines: the message (first line in red, after
+    the exception's name), then, when the student's code raised, that error and the lines of the
+    student's code it went through."""
+    red, bold, reset = "\x1b[0;31m", "\x1b[1m", "\x1b[0m"
+    first, *rest = str(failure).split("\n") or [""]
+    lines = [f"{red}{type(failure).__name__}{reset}: {bold}{first}{reset}", *rest]
+    cause = failure.__cause__ or failure.__context__
+    if cause is not None and not isinstance(cause, (CheckFailure, NotImplementedError, ReferenceUsedError)):
+        frames = _student_frames(cause)
+        if frames:
+            lines += ["", f"Where your code raised {type(cause).__name__} (most recent call last):"]
+            lines += [line.rstrip("\n") for line in traceback.format_list(frames)]
+    lines += ["", "(The checker's own code is hidden: the message above is the whole diagnosis.)"]
+    return lines
 
 
 def fail(message: str) -> NoReturn:
