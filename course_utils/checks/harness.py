@@ -293,8 +293,14 @@ def expect_close(actual: Any, expected: Tensor, what: str, *,
     bad_nan = torch.isnan(actual_d) & ~torch.isnan(expected_d)
     if bad_nan.any():
         index = tuple(int(i) for i in bad_nan.nonzero()[0])
-        fail(f"{what} contains NaN (first at index {index}) where the expected value is "
-             f"{expected_d[index].item():.6g}." + (f"\nHint: {hint}" if hint else ""))
+        message = (f"{what} contains NaN (first at index {index}) where the expected value is "
+                   f"{expected_d[index].item():.6g}.")
+        # A known mistake can cause the NaNs (an inverted mask leaves rows with no key): name it.
+        for explanation, candidate in (mistakes or {}).items():
+            value = candidate() if callable(candidate) else candidate
+            if value is not None and _matches(actual_d, value):
+                fail(message + f"\nLikely mistake: {explanation}")
+        fail(message + (f"\nHint: {hint}" if hint else ""))
     atol, rtol = tolerance(expected.dtype)
     error = (actual_d - expected_d).abs().nan_to_num(nan=0.0, posinf=math.inf)
     allowed = atol + rtol * expected_d.abs().nan_to_num(nan=0.0)
@@ -437,3 +443,102 @@ def expect_linear(module: nn.Module, owner: str, attribute: str, in_features: in
         fail(f"{owner}.{attribute} should {'have' if bias else 'not have'} a bias "
              f"(nn.Linear's default is bias=True).")
     return layer
+
+
+# --------------------------------------------------------------------------------------
+# Dropout, made visible: seeded, recorded, the same for the student's code and the key
+# --------------------------------------------------------------------------------------
+
+
+class DropoutTrace:
+    """For a block, every dropout (``nn.Dropout``, ``F.dropout`` and the ``dropout_p`` of
+    ``F.scaled_dot_product_attention``) draws its mask from one seeded generator, and is recorded.
+
+    Dropout in training is random, and eval mode hides it. Under a trace, the student's module in
+    training mode and the check's own computation (which applies dropout where the paper says,
+    through :meth:`drop`) draw the same masks as long as they drop tensors of the same shapes in
+    the same order: their outputs are then equal, and they differ when dropout is missing, always
+    on, applied twice or to another tensor. ``calls`` lists each call's shape, p and training flag
+    for the diagnosis, whichever way the student wrote dropout.
+
+    Args:
+        seed: seeds the masks; a trace started again with the same seed draws the same masks.
+        quiet: modules whose own dropouts are switched off under the trace (as if p = 0), e.g. a
+            layer's sublayers, so that only the layer's own dropout is tested.
+    """
+
+    def __init__(self, seed: int, quiet: Iterable[nn.Module] = ()) -> None:
+        self.seed = seed
+        self.quiet = list(quiet)
+        self.calls: list[tuple[tuple[int, ...], float, bool]] = []
+        self._depth = 0
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def drop(self, x: Tensor, p: float) -> Tensor:
+        """Dropout in training with probability ``p``, drawn from the trace's generator."""
+        if p <= 0.0:
+            return x
+        keep = torch.rand(tuple(x.shape), generator=self._generator) >= p
+        return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - p)
+
+    def _dropout(self, input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+        if self._depth:
+            return input
+        self.calls.append((tuple(input.shape), float(p), bool(training)))
+        if not training:
+            return input
+        out = self.drop(input, float(p))
+        return input.copy_(out) if inplace else out
+
+    def _sdpa(self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
+              dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+              **kwargs: Any) -> Tensor:
+        if not dropout_p:
+            return self._original_sdpa(query, key, value, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
+                                       **kwargs)
+        scores = query @ key.transpose(-2, -1) * (query.size(-1) ** -0.5 if scale is None else scale)
+        if is_causal:
+            lq, lk = scores.shape[-2:]
+            attn_mask = torch.ones(lq, lk, dtype=torch.bool, device=scores.device).tril()
+        if attn_mask is not None:
+            scores = (scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool
+                      else scores + attn_mask)
+        return self._dropout(torch.softmax(scores, dim=-1), dropout_p, True) @ value
+
+    def training_calls(self) -> list[tuple[int, ...]]:
+        """The shapes of the tensors dropped in training mode (p > 0), in order."""
+        return [shape for shape, p, training in self.calls if training and p > 0]
+
+    def __enter__(self) -> DropoutTrace:
+        import torch.nn.functional as F
+
+        def enter(*_: Any) -> None:
+            self._depth += 1
+
+        def leave(*_: Any) -> None:
+            self._depth -= 1
+
+        self._handles = [h for m in self.quiet for h in (m.register_forward_pre_hook(enter),
+                                                         m.register_forward_hook(leave, always_call=True))]
+        self._original_dropout, self._original_sdpa = F.dropout, F.scaled_dot_product_attention
+        F.dropout, F.scaled_dot_product_attention = self._dropout, self._sdpa
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch.nn.functional as F
+
+        F.dropout, F.scaled_dot_product_attention = self._original_dropout, self._original_sdpa
+        for handle in self._handles:
+            handle.remove()
+        self._depth = 0
+
+
+def traced(seed: int, run: Callable[[DropoutTrace], Any], quiet: Iterable[nn.Module] = ()) -> tuple[Any, DropoutTrace]:
+    """``run(trace)`` under a fresh :class:`DropoutTrace` seeded with ``seed``: its result and the trace."""
+    with DropoutTrace(seed, quiet) as trace:
+        return run(trace), trace
+
+
+def count_words(n: int) -> str:
+    """``"never"``, ``"once"``, ``"twice"``, ``"3 times"``: how often dropout was applied."""
+    return {0: "never", 1: "once", 2: "twice"}.get(n, f"{n} times")

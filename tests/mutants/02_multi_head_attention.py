@@ -423,12 +423,106 @@ class MHAWithReferenceAttention(nn.Module):
         self.W_v = nn.Linear(d_model, d_model)
         self.W_o = nn.Linear(d_model, d_model)
 
+        self.drop = nn.Dropout(dropout)
+
     def forward(self, query, key, value, mask=None):
         q, k, v = (split_chunk_stack(t, self.num_heads)
                    for t in (self.W_q(query), self.W_k(key), self.W_v(value)))
         context, weights = reference.scaled_dot_product_attention(q, k, v, mask)
         self.attention_weights = weights
+        if self.training:
+            context = self.drop(weights) @ v
         return self.W_o(combine_cat_unbind(context))
+
+
+class MHAFusedQKV(nn.Module):
+    """One matmul for the three projections, as many tutorials fuse them (here from the course's
+    W_q, W_k, W_v, concatenated); heads split with view/permute; functional dropout that follows
+    self.training (not the nn.Dropout module)."""
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.h, self.p = num_heads, dropout
+        self.W_q, self.W_k, self.W_v, self.W_o = (nn.Linear(d_model, d_model) for _ in range(4))
+
+    def forward(self, query, key, value, mask=None):
+        B, Lq, D = query.shape
+        if query is key is value:  # self-attention: one fused projection
+            weight = torch.cat([self.W_q.weight, self.W_k.weight, self.W_v.weight])
+            bias = torch.cat([self.W_q.bias, self.W_k.bias, self.W_v.bias])
+            q, k, v = F.linear(query, weight, bias).chunk(3, dim=-1)
+        else:
+            q, k, v = self.W_q(query), self.W_k(key), self.W_v(value)
+        q, k, v = (t.view(B, t.size(1), self.h, D // self.h).permute(0, 2, 1, 3) for t in (q, k, v))
+        scores = torch.matmul(q, k.permute(0, 1, 3, 2)) / math.sqrt(D // self.h)
+        if mask is not None:
+            scores = scores.masked_fill(mask == 0, -1e9)
+        weights = F.softmax(scores, dim=-1)
+        self.attention_weights = weights
+        weights = F.dropout(weights, self.p, self.training)
+        out = torch.matmul(weights, v).permute(0, 2, 1, 3).contiguous().view(B, Lq, D)
+        return self.W_o(out)
+
+
+class MHANoAttentionDropout(MHAWithReferenceAttention):
+    """Right in eval mode; the dropout module exists but is never applied."""
+
+    def forward(self, query, key, value, mask=None):
+        q, k, v = (split_chunk_stack(t, self.num_heads)
+                   for t in (self.W_q(query), self.W_k(key), self.W_v(value)))
+        context, self.attention_weights = reference.scaled_dot_product_attention(q, k, v, mask)
+        return self.W_o(combine_cat_unbind(context))
+
+
+class MHADropoutAlwaysOn(_Base):
+    """Functional dropout without training=self.training: on in eval mode too."""
+
+    def __init__(self, d_model, num_heads, dropout=0.0):
+        super().__init__(d_model, num_heads, dropout)
+        self.p = dropout
+
+    def forward(self, query, key, value, mask=None):
+        q, k, v = (_split(w(t), self.num_heads) for w, t in ((self.W_q, query), (self.W_k, key), (self.W_v, value)))
+        _, weights = _attend(q, k, v, mask)
+        self.attention_weights = weights
+        return self.W_o(_combine(F.dropout(weights, self.p) @ v))
+
+
+class MHADropoutOnOutput(_Base):
+    def forward(self, query, key, value, mask=None):
+        return self.dropout(super().forward(query, key, value, mask))
+
+
+class MHADropoutTwice(_Base):
+    def forward(self, query, key, value, mask=None):
+        q, k, v = (_split(w(t), self.num_heads) for w, t in ((self.W_q, query), (self.W_k, key), (self.W_v, value)))
+        _, weights = _attend(q, k, v, mask)
+        self.attention_weights = weights
+        return self.W_o(_combine(self.dropout(self.dropout(weights)) @ v))
+
+
+class MHAMaskOneLayout(_Base):
+    """Reshapes the mask to (B, 1, Lq-or-1, Lk): right for (B, 1, 1, Lk) and (B, 1, Lq, Lk) only."""
+
+    def forward(self, query, key, value, mask=None):
+        if mask is not None:
+            mask = mask.reshape(query.size(0), 1, -1, key.size(1))
+        return super().forward(query, key, value, mask)
+
+
+class MHAInplaceMaskAfterSoftmax(_Base):
+    """Zeroes masked weights in place after the softmax: same values, but backward breaks with a mask."""
+
+    def forward(self, query, key, value, mask=None):
+        q, k, v = (_split(w(t), self.num_heads) for w, t in ((self.W_q, query), (self.W_k, key), (self.W_v, value)))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights.masked_fill_(~mask, 0.0)
+        self.attention_weights = weights.detach()
+        return self.W_o(_combine(self.dropout(weights) @ v))
 
 
 CATALOGUE: dict[str, Catalogue] = {
@@ -511,8 +605,21 @@ CATALOGUE: dict[str, Catalogue] = {
             Mutant("output_detached", MHAOutputDetached, r"carries no gradient"),
             Mutant("wraps_the_reference", MHAWrappingTheReference,
                    r"your code calls course_utils\.reference's own MultiHeadAttention"),
+            Mutant("no_attention_dropout", MHANoAttentionDropout,
+                   r"never applies dropout in training mode: apply self\.dropout to the attention weights"),
+            Mutant("dropout_always_on", MHADropoutAlwaysOn, r"applies dropout in eval mode"),
+            Mutant("dropout_on_output", MHADropoutOnOutput,
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied to the output \(after W_o\)"),
+            Mutant("dropout_twice", MHADropoutTwice,
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied twice to the attention weights"),
+            Mutant("mask_one_layout", MHAMaskOneLayout,
+                   r"with a 2-D causal mask \(Lq, Lk\)(.|\n)*raised RuntimeError(.|\n)*Hint: a mask may come "
+                   r"in any shape"),
+            Mutant("inplace_mask_after_softmax", MHAInplaceMaskAfterSoftmax,
+                   r"backward\(\) through .*with a padding mask(.|\n)*modified by an inplace operation(.|\n)*"
+                   r"Hint: an in-place operation"),
         ],
-        correct=[MHAFusedCore, MHAEinsum, MHAWithReferenceAttention],
+        correct=[MHAFusedCore, MHAEinsum, MHAWithReferenceAttention, MHAFusedQKV],
     ),
 }
 
