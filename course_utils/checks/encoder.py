@@ -50,11 +50,11 @@ from course_utils.checks.modules import (
     builtin_stack,
     builtin_twin,
     copy_feed_forward_and_norms,
-    dropout_probe,
     embed,
     expect_attention,
     expect_attribute,
     expect_default_depth,
+    expect_dropout_in_training,
     expect_deterministic,
     expect_layer_dropout,
     expect_layer_norm,
@@ -375,23 +375,55 @@ def _expect_layer_dropout(check: Check, layer: nn.Module, d_model: int, num_head
     mask = _padding_mask(batch, length, torch.device("cpu"), seed + 3)
     key_padding = to_key_padding_mask(mask)
     what = "EncoderLayer.forward(x, mask)"
-    probe = dropout_probe(layer, [layer.self_attn, layer.feed_forward])
-    with torch.no_grad():
-        normal = twin(x, src_key_padding_mask=key_padding)
-        probe.train()
-        got = check.call(probe, x, mask, what=f"{what} in training mode", on_error=_ERROR_HINTS)
-        expect_close(got, twin.norm2(twin.norm1(x)),
-                     f"the output of {what} in training mode with dropout p=1 (norm2(norm1(x)) expected)",
-                     mistakes=_layer_dropout_mistakes(twin, x, key_padding, normal),
-                     hint="in training, each sublayer's output goes through self.dropout before the residual "
-                          "add: norm(x + self.dropout(sublayer(x))). " + _DROPOUT_SETUP)
-        probe.eval()
-        got = check.call(probe, x, mask, what=f"{what} in eval mode", on_error=_ERROR_HINTS)
-        expect_close(got, normal, f"the output of {what} in eval mode with dropout p=1", mistakes={
-            "dropout is active in eval mode: torch.nn.functional.dropout defaults to training=True. Use "
-            "self.dropout = nn.Dropout(dropout), which model.eval() switches off. " + _DROPOUT_SETUP:
-                lambda: twin.norm2(twin.norm1(x))},
-            hint="in eval mode dropout must do nothing. " + _DROPOUT_SETUP)
+    n1, n2 = twin.norm1, twin.norm2
+
+    def sa(h: Tensor) -> Tensor:
+        return _builtin_self_attention(twin, h, key_padding)
+
+    def ff(h: Tensor) -> Tensor:
+        return builtin_feed_forward(twin, h)
+
+    def layer_with(drop_sa: Callable[[Tensor], Tensor], drop_ff: Callable[[Tensor], Tensor]) -> Tensor:
+        h = n1(x + drop_sa(sa(x)))
+        return n2(h + drop_ff(ff(h)))
+
+    def keep(t: Tensor) -> Tensor:
+        return t
+
+    def after_sum(drop: Callable[[Tensor], Tensor]) -> Tensor:
+        h = n1(drop(x + sa(x)))
+        return n2(drop(h + ff(h)))
+
+    def on_inputs(drop: Callable[[Tensor], Tensor]) -> Tensor:
+        h = n1(x + sa(drop(x)))
+        return n2(h + ff(drop(h)))
+
+    def after_norm(drop: Callable[[Tensor], Tensor]) -> Tensor:
+        h = drop(n1(x + sa(x)))
+        return drop(n2(h + ff(h)))
+
+    expect_dropout_in_training(
+        layer, lambda: check.call(layer, x, mask, what=f"{what} in training mode", on_error=_ERROR_HINTS),
+        owner="EncoderLayer", what=what, quiet=[layer.self_attn, layer.feed_forward], p=layer.dropout.p,
+        seed=seed, right=lambda drop: layer_with(drop, drop), expected="once on the output of each sublayer, "
+        "before its residual add: norm(x + self.dropout(sublayer(x))) (section 5.4)",
+        mistakes={
+            "dropout is applied after the residual sum, norm(dropout(x + sublayer(x))), a slip common in "
+            "tutorials: it also drops the residual path. Dropout goes on the sublayer's output only, before the "
+            "add: norm(x + self.dropout(sublayer(x))) (section 5.4).": after_sum,
+            "self.dropout is never applied in training: each sublayer's output goes through self.dropout before "
+            "the residual add, norm(x + self.dropout(sublayer(x))) (section 5.4).": lambda drop: layer_with(keep, keep),
+            "dropout is applied after self-attention but not after the feed-forward network: "
+            "norm2(x + self.dropout(feed_forward(x))).": lambda drop: layer_with(drop, keep),
+            "dropout is applied after the feed-forward network but not after self-attention: "
+            "norm1(x + self.dropout(self_attn(x, x, x, mask))).": lambda drop: layer_with(keep, drop),
+            "dropout is applied to the sublayers' inputs instead of their outputs: "
+            "norm(x + self.dropout(sublayer(x))).": on_inputs,
+            "dropout is applied twice to each sublayer's output: once, norm(x + self.dropout(sublayer(x))).":
+                lambda drop: layer_with(lambda t: drop(drop(t)), lambda t: drop(drop(t))),
+            "dropout is applied after each LayerNorm (to the layer's output) instead of to each sublayer's "
+            "output: norm(x + self.dropout(sublayer(x))).": after_norm,
+        })
 
 
 # --------------------------------------------------------------------------------------
@@ -574,50 +606,46 @@ def _expect_padding_ignored_stack(check: Check, encoder: nn.Module, src: Tensor,
 def _expect_stack_dropout(check: Check, encoder: nn.Module, layers: nn.ModuleList, d_model: int, num_heads: int,
                           d_ff: int, batch: int, length: int, vocab_size: int, max_seq_length: int,
                           seed: int) -> None:
-    """Dropout on the scaled embeddings plus positions (the first layer's input), in training only."""
+    """Dropout on the scaled embeddings plus positions (the first layer's input), once, in training only."""
     twins = [_builtin_twin(layer, d_model, num_heads, d_ff) for layer in layers]
     with seeded(seed + 6):
         src = torch.randint(0, vocab_size, (batch, length))
     mask = _padding_mask(batch, length, torch.device("cpu"), seed + 3)
     key_padding = to_key_padding_mask(mask)
     what = "Encoder.forward(src, src_mask)"
-
-    def stack(x: Tensor, zero_each: bool = False) -> Tensor:
-        for twin in twins:
-            x = twin(torch.zeros_like(x) if zero_each else x, src_key_padding_mask=key_padding)
-        return x
-
-    probe = dropout_probe(encoder, list(layers))
     with torch.no_grad():
         start = embed(encoder, src, d_model, max_seq_length)
-        pe = sinusoidal_positions(encoder, length, d_model, max_seq_length, start).expand_as(start)
-        normal = stack(start)
-        probe.train()
-        got = check.call(probe, src, mask, what=f"{what} in training mode", on_error=_ERROR_HINTS)
-        expect_close(got, stack(torch.zeros_like(start)),
-                     f"the output of {what} in training mode with dropout p=1 (the layers applied to zeros)",
-                     mistakes={
-                         "self.dropout is never applied in training: it goes on the scaled embeddings plus the "
-                         "positional encoding, before the first layer (section 5.4). " + _DROPOUT_SETUP: normal,
-                         "dropout is applied before the positional encoding is added: section 5.4 applies it to "
-                         "the sums of the embeddings and the positional encodings. " + _DROPOUT_SETUP:
-                             lambda: stack(pe),
-                         "dropout is applied to the encoder's output instead of its input: "
-                         "x = self.dropout(positional_encoding(...)) before the layers. " + _DROPOUT_SETUP:
-                             lambda: torch.zeros_like(normal),
-                         "self.dropout is applied before every layer: only the embeddings plus positions go "
-                         "through the encoder's dropout (each layer has its own). " + _DROPOUT_SETUP:
-                             lambda: stack(start, zero_each=True),
-                     },
-                     hint="in training, dropout(positional_encoding(embedding(src) * sqrt(d_model))) is the first "
-                          "layer's input. " + _DROPOUT_SETUP)
-        probe.eval()
-        got = check.call(probe, src, mask, what=f"{what} in eval mode", on_error=_ERROR_HINTS)
-        expect_close(got, normal, f"the output of {what} in eval mode with dropout p=1", mistakes={
-            "dropout is active in eval mode: torch.nn.functional.dropout defaults to training=True. Use "
-            "self.dropout = nn.Dropout(dropout), which model.eval() switches off. " + _DROPOUT_SETUP:
-                lambda: stack(torch.zeros_like(start))},
-            hint="in eval mode dropout must do nothing. " + _DROPOUT_SETUP)
+        scaled = embed(encoder, src, d_model, max_seq_length, with_pe=False)
+        pe = sinusoidal_positions(encoder, length, d_model, max_seq_length, start)
+
+    def stack(x: Tensor, drop_each: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        for twin in twins:
+            x = twin(drop_each(x) if drop_each else x, src_key_padding_mask=key_padding)
+        return x
+
+    expect_dropout_in_training(
+        encoder, lambda: check.call(encoder, src, mask, what=f"{what} in training mode", on_error=_ERROR_HINTS),
+        owner="Encoder", what=what, quiet=list(layers), p=encoder.dropout.p, seed=seed,
+        right=lambda drop: stack(drop(start)),
+        expected="once, on the scaled embeddings plus the positional encoding, before the first layer "
+                 "(section 5.4; each layer has its own dropout)",
+        mistakes={
+            "self.dropout is never applied in training: it goes on the scaled embeddings plus the positional "
+            "encoding, before the first layer (section 5.4).": lambda drop: stack(start),
+            "dropout is applied before the positional encoding is added: section 5.4 applies it to the sums of "
+            "the embeddings and the positional encodings.": lambda drop: stack(drop(scaled) + pe),
+            "dropout is applied to the encoder's output instead of its input: "
+            "x = self.dropout(positional_encoding(...)) before the layers.": lambda drop: drop(stack(start)),
+            "dropout is applied to the encoder's output as well as its input: only the embeddings plus "
+            "positions go through the encoder's dropout.": lambda drop: drop(stack(drop(start))),
+            "self.dropout is applied before every layer: only the embeddings plus positions go through the "
+            "encoder's dropout (each layer has its own).": lambda drop: stack(start, drop_each=drop),
+            "the embeddings are dropped twice (dropout before and after adding the positional encoding, or "
+            "twice in a row): apply self.dropout once, to embedding * sqrt(d_model) + positions.":
+                lambda drop: stack(drop(drop(scaled) + pe)),
+            "the embeddings are dropped twice in a row: apply self.dropout once.":
+                lambda drop: stack(drop(drop(start))),
+        })
 
 
 # --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -23,11 +23,14 @@ from torch import Tensor, nn
 
 from course_utils.checks.harness import (
     Check,
+    count_words,
     describe,
+    expect_close,
     expect_linear,
     expect_repeatable,
     fail,
     seeded,
+    traced,
 )
 from course_utils.reference.positional_encoding import sinusoidal_table
 
@@ -137,6 +140,9 @@ def copy_feed_forward_and_norms(layer: nn.Module, builtin: nn.Module, norms: Seq
         for name in norms:
             getattr(builtin, name).weight.copy_(getattr(layer, name).weight)
             getattr(builtin, name).bias.copy_(getattr(layer, name).bias)
+            # The epsilon is the student's choice (1e-5 is PyTorch's default, 1e-6 the annotated
+            # transformer's, 1e-12 BERT's): compare with a norm that uses theirs.
+            getattr(builtin, name).eps = getattr(layer, name).eps
 
 
 def builtin_twin(builtin_class: type[BuiltinLayer], copy_into: Callable[[nn.Module, BuiltinLayer], BuiltinLayer],
@@ -204,6 +210,48 @@ def dropout_probe(module: nn.Module, inner: list[nn.Module]) -> nn.Module:
     for m in direct_dropouts(probe):
         m.p = 1.0
     return probe
+
+
+Drop = Callable[[Tensor], Tensor]
+
+
+def expect_dropout_in_training(module: nn.Module, run: Callable[[], Any], *, owner: str, what: str,
+                               quiet: Sequence[nn.Module], p: float, seed: int, right: Callable[[Drop], Tensor],
+                               mistakes: Mapping[str, Callable[[Drop], Tensor]], expected: str) -> None:
+    """The module's own dropout, in training and in eval mode, whichever way it is written.
+
+    ``run()`` calls the student's ``module``. In training mode under a :class:`DropoutTrace`
+    (the dropouts inside ``quiet``, the sublayers, switched off), its output must equal
+    ``right(drop)``: the check's computation with dropout where the paper puts it, drawing the
+    same masks from the same seed. ``mistakes`` are wrong placements computed the same way (named
+    when one matches); the number of calls words the rest. In eval mode no dropout may act.
+    ``expected`` words where dropout goes (``"once on the output of each sublayer ..."``).
+    """
+    module.train()
+    try:
+        got, trace = traced(seed, lambda t: run(), quiet)
+    finally:
+        module.eval()
+    calls = trace.training_calls()
+
+    def under_trace(compute: Callable[[Drop], Tensor]) -> Callable[[], Tensor]:
+        def value() -> Tensor:
+            with torch.no_grad():
+                return traced(seed, lambda t: compute(lambda x: t.drop(x, p)))[0]
+        return value
+
+    setup = (f"(The check draws every dropout mask from one seed, for your {owner} and for its own computation, "
+             f"with the dropouts inside the sublayers switched off: they match when dropout is applied to the "
+             f"same tensors in the same order.)")
+    expect_close(got, under_trace(right)(), f"the output of {what} in training mode",
+                 mistakes={f"{text} {setup}": under_trace(compute) for text, compute in mistakes.items()},
+                 hint=f"in training your {owner} applied dropout {count_words(len(calls))} outside its "
+                      f"sublayers (to tensors of shapes {', '.join(str(c) for c in calls) or 'none'}); expected "
+                      f"{expected}, with p={p}. {setup}")
+    _, trace = traced(seed, lambda t: run(), quiet)
+    if any(training and prob > 0 for _, prob, training in trace.calls):
+        fail(f"{owner} applies dropout in eval mode: torch.nn.functional.dropout defaults to training=True. Use "
+             f"self.dropout = nn.Dropout(dropout), which model.eval() switches off, or pass training=self.training.")
 
 
 # --------------------------------------------------------------------------------------

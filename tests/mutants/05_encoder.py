@@ -142,6 +142,49 @@ class LayerFunctionalDropoutAlwaysOn(_Layer):
         return self.norm2(x + F.dropout(self.feed_forward(x), p))
 
 
+class LayerDropoutOnInputs(_Layer):
+    def forward(self, x, mask=None):
+        h = self.dropout(x)
+        x = self.norm1(x + self.self_attn(h, h, h, mask))
+        return self.norm2(x + self.feed_forward(self.dropout(x)))
+
+
+class LayerDropoutTwice(_Layer):
+    """A sublayer helper that drops its output, then the layer drops it again."""
+
+    def forward(self, x, mask=None):
+        x = self.norm1(x + self.dropout(self.dropout(self.self_attn(x, x, x, mask))))
+        return self.norm2(x + self.dropout(self.dropout(self.feed_forward(x))))
+
+
+class LayerDropoutAfterNorm(_Layer):
+    def forward(self, x, mask=None):
+        x = self.dropout(self.norm1(x + self.self_attn(x, x, x, mask)))
+        return self.dropout(self.norm2(x + self.feed_forward(x)))
+
+
+class LayerFunctionalDropoutFollowsTraining(_Layer):
+    """Correct: F.dropout with training=self.training instead of calling the nn.Dropout module,
+    and LayerNorms with the annotated transformer's epsilon, 1e-6."""
+
+    def __init__(self, d_model, num_heads, d_ff, dropout=0.1):
+        super().__init__(d_model, num_heads, d_ff, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model, eps=1e-6), nn.LayerNorm(d_model, eps=1e-6)
+        self.p = dropout
+
+    def forward(self, x, mask=None):
+        x = self.norm1(x + F.dropout(self.self_attn(x, x, x, mask), self.p, self.training))
+        return self.norm2(x + F.dropout(self.feed_forward(x), p=self.p, training=self.training))
+
+
+class LayerTinyEpsilon(_Layer):
+    """Correct: LayerNorms with another popular repository's epsilon, 1e-12 (BERT's)."""
+
+    def __init__(self, d_model, num_heads, d_ff, dropout=0.1):
+        super().__init__(d_model, num_heads, d_ff, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model, eps=1e-12), nn.LayerNorm(d_model, eps=1e-12)
+
+
 class LayerBuiltinAttention(_Layer):
     """PyTorch's nn.MultiheadAttention instead of chapter 2's module."""
 
@@ -393,6 +436,35 @@ class StackDropoutBeforePositions(_Stack):
         return x
 
 
+class StackDropoutOnOutput(_Stack):
+    def forward(self, src, src_mask=None):
+        x = self.positional_encoding(self.embedding(src) * math.sqrt(self.d_model))
+        for layer in self.layers:
+            x = layer(x, src_mask)
+        return self.dropout(x)
+
+
+class StackEmbeddingsDroppedTwice(_Stack):
+    """Dropout before and after the positional encoding (as when the PE module drops too)."""
+
+    def forward(self, src, src_mask=None):
+        x = self.dropout(self.positional_encoding(self.dropout(self.embedding(src) * math.sqrt(self.d_model))))
+        for layer in self.layers:
+            x = layer(x, src_mask)
+        return x
+
+
+class StackFunctionalDropout(_Stack):
+    """Correct: F.dropout that follows self.training, positions added from the buffer directly."""
+
+    def forward(self, src, src_mask=None):
+        x = self.embedding(src) * self.d_model ** 0.5 + self.positional_encoding.pe[:, : src.size(1)]
+        x = F.dropout(x, p=self.dropout.p, training=self.training)
+        for layer in self.layers:
+            x = layer(x, src_mask)
+        return x
+
+
 class StackWrongLayers(_Stack):
     """The stack is right, the layers are pre-norm."""
 
@@ -554,8 +626,14 @@ CATALOGUE: dict[str, Catalogue] = {
             Mutant("pre_norm", LayerPreNorm, r"no mask on cpu in float32 has the right shape(.|\n)*"
                    r"Likely mistake: this is pre-norm \(x \+ Sublayer\(LayerNorm\(x\)\)\)"),
             Mutant("dropout_after_residual", LayerDropoutAfterResidual,
-                   r"in training mode with dropout p=1(.|\n)*Likely mistake: dropout is applied after the residual "
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied after the residual "
                    r"sum, norm\(dropout\(x \+ sublayer\(x\)\)\)"),
+            Mutant("dropout_on_inputs", LayerDropoutOnInputs,
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied to the sublayers' inputs"),
+            Mutant("dropout_twice", LayerDropoutTwice,
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied twice to each sublayer's output"),
+            Mutant("dropout_after_norm", LayerDropoutAfterNorm,
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied after each LayerNorm"),
             Mutant("no_residual", LayerNoResidual, r"Likely mistake: the residual connections are missing"),
             Mutant("no_attention_residual", LayerNoAttentionResidual,
                    r"Likely mistake: the residual connection around self-attention is missing"),
@@ -585,7 +663,7 @@ CATALOGUE: dict[str, Catalogue] = {
             Mutant("wraps_the_reference", LayerWrappingTheReference,
                    r"your code calls course_utils\.reference's own EncoderLayer"),
         ],
-        correct=[LayerSublayerHelper, LayerOwnPieces],
+        correct=[LayerSublayerHelper, LayerOwnPieces, LayerFunctionalDropoutFollowsTraining, LayerTinyEpsilon],
     ),
     "check_encoder": Catalogue(
         reference=reference.Encoder,
@@ -611,12 +689,16 @@ CATALOGUE: dict[str, Catalogue] = {
                    r"in training mode(.|\n)*Likely mistake: self\.dropout is never applied in training"),
             Mutant("dropout_before_positions", StackDropoutBeforePositions,
                    r"Likely mistake: dropout is applied before the positional encoding is added"),
+            Mutant("dropout_on_output", StackDropoutOnOutput,
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied to the encoder's output instead"),
+            Mutant("embeddings_dropped_twice", StackEmbeddingsDroppedTwice,
+                   r"in training mode(.|\n)*Likely mistake: the embeddings are dropped twice"),
             Mutant("pre_norm_layers", StackWrongLayers,
                    r"Likely mistake: your Encoder wires the stack right, but its layers differ"),
             Mutant("wraps_the_reference", StackWrappingTheReference,
                    r"your code calls course_utils\.reference's own Encoder"),
         ],
-        correct=[StackWithReferenceLayers, StackOwnPieces],
+        correct=[StackWithReferenceLayers, StackOwnPieces, StackFunctionalDropout],
     ),
     "check_encoder_parameter_count": Catalogue(
         reference=reference_parameter_count,
