@@ -156,16 +156,24 @@ def build_model(preset: Preset, src_vocab_size: int, tgt_vocab_size: int,
                        pad_idx=PAD_IDX)
 
 
-def make_optimizer(model: nn.Module, preset: Preset) -> tuple[torch.optim.Optimizer, NoamScheduler]:
-    """Adam (betas 0.9/0.98, eps 1e-9, as in the paper) and chapter 8's Noam schedule."""
+def make_optimizer(model: nn.Module, preset: Preset, scheduler_class: type | None = None
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam (betas 0.9/0.98, eps 1e-9, as in the paper) and chapter 8's Noam schedule.
+
+    ``scheduler_class`` defaults to the reference ``NoamScheduler``; chapter 9 passes yours.
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=preset.peak_lr(), betas=(0.9, 0.98), eps=1e-9)
-    scheduler = NoamScheduler(optimizer, preset.d_model, preset.warmup_steps, factor=preset.lr_factor)
+    scheduler = (scheduler_class or NoamScheduler)(optimizer, preset.d_model, preset.warmup_steps,
+                                                   factor=preset.lr_factor)
     return optimizer, scheduler
 
 
-def make_criterion(preset: Preset) -> nn.Module:
-    """Chapter 8's label-smoothed cross-entropy, which leaves padding out."""
-    return LabelSmoothingLoss(preset.label_smoothing, PAD_IDX)
+def make_criterion(preset: Preset, loss_class: type[nn.Module] | None = None) -> nn.Module:
+    """Chapter 8's label-smoothed cross-entropy, which leaves padding out.
+
+    ``loss_class`` defaults to the reference ``LabelSmoothingLoss``; chapter 9 passes yours.
+    """
+    return (loss_class or LabelSmoothingLoss)(preset.label_smoothing, PAD_IDX)
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -444,6 +452,11 @@ def load_checkpoint(path: str | os.PathLike[str], model_class: type[nn.Module] |
         from course_utils.reference import Transformer as model_class
     model = model_class(**saved["model_kwargs"])
     missing, unexpected = model.load_state_dict(saved["model_state"], strict=False)
+    # Buffers are computed, not learned (the positional-encoding table): a class that keeps its
+    # table out of the state dict (persistent=False), or in it, loads either way.
+    buffers = {name for name, _ in model.named_buffers()}
+    missing = [key for key in missing if key not in buffers]
+    unexpected = [key for key in unexpected if key not in buffers and not key.endswith(".pe")]
     if missing or unexpected:
         raise RuntimeError(
             f"the checkpoint's weights do not fit {model_class.__name__}: missing {list(missing)[:5]}, "
