@@ -41,6 +41,7 @@ from course_utils.checks.harness import (
     removing_hooks,
     seeded,
     tolerance,
+    traced,
 )
 from course_utils.checks.modules import (
     apply_sublayers,
@@ -48,11 +49,12 @@ from course_utils.checks.modules import (
     builtin_stack,
     builtin_twin,
     copy_feed_forward_and_norms,
-    direct_dropouts,
     expect_attention,
     expect_attribute,
     expect_default_depth,
+    embed,
     expect_deterministic,
+    expect_dropout_in_training,
     expect_layer_dropout,
     expect_layer_norm,
     expect_stack_input,
@@ -342,14 +344,12 @@ def _soft(problem: str) -> bool:
 
 
 def _expect_dropout_calls(module: nn.Module, run: Callable[[], Any], owner: str, expected: int,
-                          where: str) -> None:
-    """The module's own nn.Dropout children (not those inside its sublayers) are called ``expected`` times."""
-    count = [0]
-    with removing_hooks(m.register_forward_pre_hook(lambda *_: count.__setitem__(0, count[0] + 1))
-                        for m in direct_dropouts(module)):
-        run()
-    if count[0] != expected:
-        fail(f"{owner}.dropout was applied {count[0]} time(s) in one forward pass, expected {expected}: "
+                          where: str, quiet: list[nn.Module]) -> None:
+    """The module applies dropout ``expected`` times outside its sublayers ``quiet``, in whatever form
+    (``self.dropout(...)`` or ``F.dropout(..., training=self.training)``); in eval mode, so as calls."""
+    _, trace = traced(0, lambda t: run(), quiet)
+    if len(trace.calls) != expected:
+        fail(f"{owner}.dropout was applied {len(trace.calls)} time(s) in one forward pass, expected {expected}: "
              f"{where}. (In eval mode dropout does nothing, but in training it is the regulariser of "
              f"section 5.4.)")
 
@@ -410,7 +410,7 @@ def _redraw_tokens(vocab_size: int) -> Callable[[Tensor, int], Tensor]:
 
 def _expect_properties(runner: _Runner, module: nn.Module, first: Tensor, memory: Tensor, masks: _Masks,
                        perturb: Callable[[Tensor, int], Tensor], what: str, where: str, dropout_calls: int,
-                       dropout_where: str) -> None:
+                       dropout_where: str, quiet: list[nn.Module]) -> None:
     """The properties of a decoder layer or stack called as ``module(first, memory, src_mask, tgt_mask)``
     (``first`` is x or tgt) with a causal tgt_mask: determinism in eval mode, ``dropout_calls``
     calls of its own dropout, causality (``perturb(first, i)`` changes what follows position i),
@@ -419,7 +419,7 @@ def _expect_properties(runner: _Runner, module: nn.Module, first: Tensor, memory
         return runner(t, m, masks.src, masks.causal, what=what)
 
     expect_deterministic(run, f"{what}{where}", switched_off="which switch off after .eval()")
-    _expect_dropout_calls(module, run, runner.owner, dropout_calls, dropout_where)
+    _expect_dropout_calls(module, run, runner.owner, dropout_calls, dropout_where, quiet)
     _expect_causal(lambda t: run(t=t), first, perturb, f"{what}{where}", runner.explain)
     _expect_padding_ignored(lambda m: run(m=m), memory, masks.src, f"{what}{where}", runner.explain)
 
@@ -558,7 +558,8 @@ def check_decoder_layer(DecoderLayer: type[nn.Module], seed: int = 0, batch: int
             if device.type == "cpu" and dtype == torch.float32:
                 _expect_properties(runner, layer, x, memory, masks, _redraw_states, what, where, 3,
                                    "once on the output of each of the three sublayers, before its "
-                                   "residual add: norm(x + self.dropout(sublayer(x)))")
+                                   "residual add: norm(x + self.dropout(sublayer(x)))",
+                                   [layer.self_attn, layer.cross_attn, layer.feed_forward])
 
             for label, src_mask, tgt_mask in _mask_cases(masks):
                 runner.routing = lambda calls, finished, s=src_mask, t=tgt_mask: _attention_routing(
@@ -578,6 +579,9 @@ def check_decoder_layer(DecoderLayer: type[nn.Module], seed: int = 0, batch: int
                                   "norm2(x + dropout(cross_attn(x, memory, memory, src_mask))), then "
                                   "norm3(x + dropout(feed_forward(x))).")
 
+    layer.to(device="cpu", dtype=torch.float32)
+    _expect_layer_dropout(check, layer, d_model, num_heads, d_ff, batch, lt, ls, seed)
+
     # Gradients reach x and memory, as through the built-in.
     layer.to(device="cpu", dtype=torch.float64)
     twin = _builtin_twin(layer, d_model, num_heads, d_ff)
@@ -596,9 +600,124 @@ def check_decoder_layer(DecoderLayer: type[nn.Module], seed: int = 0, batch: int
                  f"gradients); never sees the future; reads memory, not its padding; on {device_names()}")
 
 
+def _expect_layer_dropout(check: Check, layer: nn.Module, d_model: int, num_heads: int, d_ff: int, batch: int,
+                          lt: int, ls: int, seed: int) -> None:
+    """In training, dropout once on each sublayer's output before its residual add (seeded, any form)."""
+    twin = _builtin_twin(layer, d_model, num_heads, d_ff)
+    masks = _masks(batch, lt, ls, torch.device("cpu"), seed + 3)
+    with seeded(seed + 6):
+        x = torch.randn(batch, lt, d_model)
+        memory = torch.randn(batch, ls, d_model)
+    tgt_b, src_b = _builtin_masks(masks.src, masks.tgt, batch, num_heads, lt, ls)
+    n1, n2, n3 = twin.norm1, twin.norm2, twin.norm3
+
+    def sa(h: Tensor) -> Tensor:
+        return twin.self_attn(h, h, h, attn_mask=tgt_b, need_weights=False)[0]
+
+    def ca(h: Tensor, m: Tensor = memory) -> Tensor:
+        return twin.multihead_attn(h, m, m, attn_mask=src_b, need_weights=False)[0]
+
+    def ff(h: Tensor) -> Tensor:
+        return builtin_feed_forward(twin, h)
+
+    def keep(t: Tensor) -> Tensor:
+        return t
+
+    def with_drops(d1: Callable[[Tensor], Tensor], d2: Callable[[Tensor], Tensor],
+                   d3: Callable[[Tensor], Tensor]) -> Tensor:
+        h = n1(x + d1(sa(x)))
+        h = n2(h + d2(ca(h)))
+        return n3(h + d3(ff(h)))
+
+    def after_sum(drop: Callable[[Tensor], Tensor]) -> Tensor:
+        h = n1(drop(x + sa(x)))
+        h = n2(drop(h + ca(h)))
+        return n3(drop(h + ff(h)))
+
+    def on_inputs(drop: Callable[[Tensor], Tensor]) -> Tensor:
+        h = n1(x + sa(drop(x)))
+        h = n2(h + ca(drop(h)))
+        return n3(h + ff(drop(h)))
+
+    def on_memory(drop: Callable[[Tensor], Tensor]) -> Tensor:
+        h = n1(x + drop(sa(x)))
+        h = n2(h + ca(h, drop(memory)))
+        return n3(h + drop(ff(h)))
+
+    def twice(drop: Callable[[Tensor], Tensor]) -> Tensor:
+        return with_drops(*(lambda t: drop(drop(t)),) * 3)
+
+    mistakes: dict[str, Callable[[Callable[[Tensor], Tensor]], Tensor]] = {
+        "dropout is applied after the residual sum, norm(dropout(x + sublayer(x))): it also drops the residual "
+        "path. Dropout goes on the sublayer's output only, before the add: norm(x + self.dropout(sublayer(x))) "
+        "(section 5.4).": after_sum,
+        "dropout is applied to the sublayers' inputs instead of their outputs: "
+        "norm(x + self.dropout(sublayer(x))).": on_inputs,
+        "dropout is applied to memory instead of the cross-attention's output: "
+        "norm2(x + self.dropout(self.cross_attn(x, memory, memory, src_mask))).": on_memory,
+        "dropout is applied twice to each sublayer's output: once, norm(x + self.dropout(sublayer(x))).": twice,
+    }
+    for i, name in enumerate(_ORDINAL):
+        mistakes[f"dropout is missing after the {name} sublayer: norm{i + 1}(x + self.dropout({name} output))."] = \
+            lambda drop, i=i: with_drops(*(keep if j == i else drop for j in range(3)))
+    expect_dropout_in_training(
+        layer, lambda: check.call(layer, x, memory, masks.src, masks.tgt, what="DecoderLayer.forward in training "
+                                  "mode", on_error=_SHAPE_HINTS),
+        owner="DecoderLayer", what="DecoderLayer.forward(x, memory, src_mask, tgt_mask)",
+        quiet=[layer.self_attn, layer.cross_attn, layer.feed_forward], p=layer.dropout.p, seed=seed,
+        right=lambda drop: with_drops(drop, drop, drop), mistakes=mistakes,
+        expected="once on the output of each of the three sublayers, before its residual add: "
+                 "norm(x + self.dropout(sublayer(x))) (section 5.4)")
+
+
 # --------------------------------------------------------------------------------------
 # Decoder
 # --------------------------------------------------------------------------------------
+
+
+def _expect_stack_dropout(check: Check, decoder: nn.Module, layers: nn.ModuleList, d_model: int, num_heads: int,
+                          d_ff: int, batch: int, lt: int, ls: int, vocab_size: int, max_seq_length: int,
+                          seed: int) -> None:
+    """In training, dropout once on the scaled embeddings plus positions, before the first layer."""
+    twins = [_builtin_twin(layer, d_model, num_heads, d_ff) for layer in layers]
+    masks = _masks(batch, lt, ls, torch.device("cpu"), seed + 3)
+    with seeded(seed + 6):
+        tgt = torch.randint(0, vocab_size, (batch, lt))
+        memory = torch.randn(batch, ls, d_model)
+    tgt_b, src_b = _builtin_masks(masks.src, masks.tgt, batch, num_heads, lt, ls)
+    with torch.no_grad():
+        start = embed(decoder, tgt, d_model, max_seq_length)
+        scaled = embed(decoder, tgt, d_model, max_seq_length, with_pe=False)
+        pe = sinusoidal_positions(decoder, lt, d_model, max_seq_length, start)
+
+    def stack(x: Tensor, drop_each: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        for twin in twins:
+            x = twin(drop_each(x) if drop_each else x, memory, tgt_mask=tgt_b, memory_mask=src_b)
+        return x
+
+    expect_dropout_in_training(
+        decoder, lambda: check.call(decoder, tgt, memory, masks.src, masks.tgt, what="Decoder.forward in training "
+                                    "mode", on_error=_SHAPE_HINTS),
+        owner="Decoder", what="Decoder.forward(tgt, memory, src_mask, tgt_mask)", quiet=list(layers),
+        p=decoder.dropout.p, seed=seed, right=lambda drop: stack(drop(start)),
+        expected="once, on the scaled embeddings plus the positional encoding, before the first layer "
+                 "(section 5.4; each layer has its own dropout)",
+        mistakes={
+            "self.dropout is never applied in training: it goes on the scaled embeddings plus the positional "
+            "encoding, before the first layer (section 5.4).": lambda drop: stack(start),
+            "dropout is applied before the positional encoding is added: section 5.4 applies it to the sums of "
+            "the embeddings and the positional encodings.": lambda drop: stack(drop(scaled) + pe),
+            "dropout is applied to the decoder's output instead of its input.": lambda drop: drop(stack(start)),
+            "dropout is applied to the decoder's output as well as its input: only the embeddings plus positions "
+            "go through the decoder's dropout.": lambda drop: drop(stack(drop(start))),
+            "self.dropout is applied before every layer: only the embeddings plus positions go through the "
+            "decoder's dropout (each layer has its own).": lambda drop: stack(start, drop_each=drop),
+            "the embeddings are dropped twice (dropout before and after adding the positional encoding): apply "
+            "self.dropout once, to embedding * sqrt(d_model) + positions.": lambda drop: stack(drop(drop(scaled) + pe)),
+            "the embeddings are dropped twice in a row: apply self.dropout once.":
+                lambda drop: stack(drop(drop(start))),
+        })
+
 
 
 def _stack_variant(decoder: nn.Module, twins: list[nn.TransformerDecoderLayer], tgt: Tensor, memory: Tensor,
@@ -702,7 +821,7 @@ def check_decoder(Decoder: type[nn.Module], seed: int = 0, batch: int = 2, lt: i
             if device.type == "cpu" and dtype == torch.float32:
                 _expect_properties(runner, decoder, tgt, memory, masks, _redraw_tokens(vocab_size), what, where, 1,
                                    "once, on the scaled embeddings plus the positional encoding, before the "
-                                   "first layer")
+                                   "first layer", list(layers))
             for label, src_mask, tgt_mask in _mask_cases(masks):
                 runner.routing = lambda calls, finished, s=src_mask, t=tgt_mask: _layer_routing(
                     calls, num_layers, lt, ls, s, t, finished)
@@ -719,6 +838,10 @@ def check_decoder(Decoder: type[nn.Module], seed: int = 0, batch: int = 2, lt: i
                              hint="the decoder is dropout(positional_encoding(embedding(tgt) * "
                                   "sqrt(d_model))) followed by x = layer(x, memory, src_mask, tgt_mask) "
                                   "for each layer.")
+
+    decoder.to(device="cpu", dtype=torch.float32)
+    _expect_stack_dropout(check, decoder, layers, d_model, num_heads, d_ff, batch, lt, ls, vocab_size,
+                          max_seq_length, seed)
 
     # Gradients reach memory and the embedding table.
     decoder.to(device="cpu", dtype=torch.float64).zero_grad()

@@ -207,6 +207,54 @@ class LayerFunctionalDropout(_Layer):
         return self.norm3(x + F.dropout(self.feed_forward(x), 0.1))
 
 
+class LayerDropoutAfterResidual(_Layer):
+    def forward(self, x, memory, src_mask=None, tgt_mask=None):
+        x = self.norm1(self.dropout(x + self.self_attn(x, x, x, tgt_mask)))
+        x = self.norm2(self.dropout(x + self.cross_attn(x, memory, memory, src_mask)))
+        return self.norm3(self.dropout(x + self.feed_forward(x)))
+
+
+class LayerDropoutOnMemory(_Layer):
+    """Drops memory (the cross-attention's keys and values) instead of the cross-attention's output."""
+
+    def forward(self, x, memory, src_mask=None, tgt_mask=None):
+        x = self.norm1(x + self.dropout(self.self_attn(x, x, x, tgt_mask)))
+        m = self.dropout(memory)
+        x = self.norm2(x + self.cross_attn(x, m, m, src_mask))
+        return self.norm3(x + self.dropout(self.feed_forward(x)))
+
+
+class LayerDropoutOnInputs(_Layer):
+    def forward(self, x, memory, src_mask=None, tgt_mask=None):
+        h = self.dropout(x)
+        x = self.norm1(x + self.self_attn(h, h, h, tgt_mask))
+        x = self.norm2(x + self.cross_attn(self.dropout(x), memory, memory, src_mask))
+        return self.norm3(x + self.feed_forward(self.dropout(x)))
+
+
+class LayerDropoutTwice(_Layer):
+    def forward(self, x, memory, src_mask=None, tgt_mask=None):
+        def drop(t):
+            return self.dropout(self.dropout(t))
+        x = self.norm1(x + drop(self.self_attn(x, x, x, tgt_mask)))
+        x = self.norm2(x + drop(self.cross_attn(x, memory, memory, src_mask)))
+        return self.norm3(x + drop(self.feed_forward(x)))
+
+
+class LayerFunctionalDropoutFollowsTraining(_Layer):
+    """Correct: F.dropout with training=self.training; LayerNorms with epsilon 1e-6 (the annotated transformer's)."""
+
+    def __init__(self, d_model, num_heads, d_ff, dropout=0.1):
+        super().__init__(d_model, num_heads, d_ff, dropout)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model, eps=1e-6) for _ in range(3))
+
+    def forward(self, x, memory, src_mask=None, tgt_mask=None):
+        p = self.dropout.p
+        x = self.norm1(x + F.dropout(self.self_attn(x, x, x, tgt_mask), p, self.training))
+        x = self.norm2(x + F.dropout(self.cross_attn(x, memory, memory, src_mask), p, self.training))
+        return self.norm3(x + F.dropout(self.feed_forward(x), p, self.training))
+
+
 class LayerWrappingTheReference(nn.Module):
     def __init__(self, d_model, num_heads, d_ff, dropout=0.1):
         super().__init__()
@@ -355,6 +403,27 @@ class DecoderNoPositions(_Decoder):
 class DecoderNoDropout(_Decoder):
     def embed(self, tgt):
         return self.positional_encoding(self.embedding(tgt) * math.sqrt(self.d_model))
+
+
+class DecoderDropoutOnOutput(_Decoder):
+    def embed(self, tgt):
+        return self.positional_encoding(self.embedding(tgt) * math.sqrt(self.d_model))
+
+    def forward(self, tgt, memory, src_mask=None, tgt_mask=None):
+        return self.dropout(super().forward(tgt, memory, src_mask, tgt_mask))
+
+
+class DecoderEmbeddingsDroppedTwice(_Decoder):
+    def embed(self, tgt):
+        return self.dropout(self.positional_encoding(self.dropout(self.embedding(tgt) * math.sqrt(self.d_model))))
+
+
+class DecoderFunctionalDropout(_Decoder):
+    """Correct: F.dropout that follows self.training instead of calling the nn.Dropout module."""
+
+    def embed(self, tgt):
+        return F.dropout(self.positional_encoding(self.embedding(tgt) * math.sqrt(self.d_model)),
+                         self.dropout.p, self.training)
 
 
 class DecoderTgtMaskNotPassed(_Decoder):
@@ -542,12 +611,21 @@ CATALOGUE: dict[str, Catalogue] = {
                    r"cross_attn is the same module as DecoderLayer\.self_attn"),
             Mutant("one_norm", LayerOneNorm, r"norm1, norm2 and norm3 are not three different LayerNorms"),
             Mutant("no_dropout", LayerNoDropout, r"DecoderLayer\.dropout was applied 0 time\(s\)"),
+            Mutant("dropout_after_residual", LayerDropoutAfterResidual,
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied after the residual sum"),
+            Mutant("dropout_on_memory", LayerDropoutOnMemory,
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied to memory instead of the "
+                   r"cross-attention's output"),
+            Mutant("dropout_on_inputs", LayerDropoutOnInputs,
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied to the sublayers' inputs"),
+            Mutant("dropout_twice", LayerDropoutTwice,
+                   r"DecoderLayer\.dropout was applied 6 time\(s\) in one forward pass, expected 3"),
             Mutant("functional_dropout", LayerFunctionalDropout,
                    r"two different outputs for the same input in eval mode"),
             Mutant("wraps_the_reference", LayerWrappingTheReference,
                    r"your code calls course_utils\.reference's own DecoderLayer"),
         ],
-        correct=[LayerWithSublayerHelper, LayerOwnParts],
+        correct=[LayerWithSublayerHelper, LayerOwnParts, LayerFunctionalDropoutFollowsTraining],
     ),
     "check_decoder": Catalogue(
         reference=reference.Decoder,
@@ -558,6 +636,10 @@ CATALOGUE: dict[str, Catalogue] = {
                    r"the embeddings are scaled after adding the positional encoding"),
             Mutant("no_positions", DecoderNoPositions, r"the positional encoding is missing"),
             Mutant("no_dropout", DecoderNoDropout, r"Decoder\.dropout was applied 0 time\(s\)"),
+            Mutant("dropout_on_output", DecoderDropoutOnOutput,
+                   r"in training mode(.|\n)*Likely mistake: dropout is applied to the decoder's output instead"),
+            Mutant("embeddings_dropped_twice", DecoderEmbeddingsDroppedTwice,
+                   r"Decoder\.dropout was applied 2 time\(s\) in one forward pass, expected 1"),
             Mutant("tgt_mask_not_passed", DecoderTgtMaskNotPassed,
                    r"position 0 saw the future(.|\n)*Decoder does not pass tgt_mask down"),
             Mutant("src_mask_not_passed", DecoderSrcMaskNotPassed,
@@ -580,7 +662,7 @@ CATALOGUE: dict[str, Catalogue] = {
             Mutant("wraps_the_reference", DecoderWrappingTheReference,
                    r"your code calls course_utils\.reference's own Decoder"),
         ],
-        correct=[DecoderOfReferenceLayers, DecoderOwnParts],
+        correct=[DecoderOfReferenceLayers, DecoderOwnParts, DecoderFunctionalDropout],
     ),
 }
 
