@@ -58,7 +58,9 @@ __all__ = ["check_batch_by_tokens", "check_collate_batch", "check_greedy_decode"
 def _random_pairs(batch: int, pad_idx: int, max_len: int) -> list[tuple[list[int], list[int]]]:
     """Pairs whose longest source and longest target have different lengths and rows."""
     rng = random.Random(1000 + batch)
-    ids = [i for i in range(3, 60) if i != pad_idx]
+    # Every id but pad_idx, the small ones included: a real token 0 (or 1, 2) must survive the
+    # padding, whatever value padding is first written with.
+    ids = [i for i in range(0, 60) if i != pad_idx]
     pairs = []
     for row in range(batch):
         src_len = rng.randint(1, max_len - 2)
@@ -67,6 +69,10 @@ def _random_pairs(batch: int, pad_idx: int, max_len: int) -> list[tuple[list[int
     if batch > 1:  # the longest source (max_len) in row 0, the longest target (max_len - 1) in the last
         pairs[0] = ([rng.choice(ids) for _ in range(max_len)], pairs[0][1][: max_len - 2])
         pairs[-1] = (pairs[-1][0][: max_len - 2], [rng.choice(ids) for _ in range(max_len - 1)])
+    for k, (src, tgt) in enumerate(pairs):  # ids 0, 1 and 2 in every sentence (unless one is pad_idx)
+        for position, token in enumerate(i for i in (0, 1, 2) if i != pad_idx):
+            src[(position + k) % len(src)] = token
+            tgt[(position + 2 * k) % len(tgt)] = token
     return pairs
 
 
@@ -132,6 +138,10 @@ def _expect_collated(name: str, got: Any, want: Tensor, rows: list[list[int]], p
         fail(f"{what} is padded on the left; the padding goes after each sentence (on the right), "
              f"where the causal and padding masks of the course expect it.")
     real = want != pad_idx
+    if pad_idx != 0 and torch.equal(got, want.masked_fill(want == 0, pad_idx)):
+        fail(f"{what} turned the real tokens with id 0 into pad_idx={pad_idx}: padding written as 0 and then "
+             f"replaced (every 0 becomes pad_idx) also replaces real tokens of id 0. Fill the padding with "
+             f"pad_idx directly (torch.full(..., pad_idx), or pad_sequence(..., padding_value=pad_idx)).")
     if torch.equal(got[real], want[real]):
         values = sorted(set(got[~real].tolist()))
         fail(f"{what} holds the right tokens, but its padding positions hold {values}, not "
@@ -276,7 +286,8 @@ class _RecordingModel(nn.Module):
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         self._recorder.add("forward", {"training": self.training, "src": src.detach().clone(),
-                                       "tgt": tgt.detach().clone()})
+                                       "tgt": tgt.detach().clone(),
+                                       "all_training": all(m.training for m in self.inner.modules())})
         logits = self.inner(src, tgt)
         if logits.requires_grad:
             logits.register_hook(lambda grad: self._recorder.add("backward"))
@@ -353,6 +364,27 @@ def _task_batches(seed: int, num_batches: int, batch_size: int, pad_idx: int, bo
     return out
 
 
+class _OneShotBatches:
+    """The batches as chapter 9's training loop hands them over: a generator, read once, that may stop
+    early (at the time limit). Indexing it, taking its len() or reading it twice does not work."""
+
+    def __init__(self, batches: Sequence[tuple[Tensor, Tensor]]) -> None:
+        self._items = iter(list(batches))
+        self.passes = 0
+
+    def __iter__(self) -> _OneShotBatches:
+        self.passes += 1
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        return next(self._items)
+
+
+_ONE_SHOT_HINT = ("batches is an iterable that can be read only once, in order: in chapter 9 it is a generator "
+                  "that stops at the time limit. Loop over it once, for src, tgt in batches: ..., without "
+                  "indexing it (batches[i]), taking len(batches) or reading it twice (count the tokens as you go).")
+
+
 def _fresh_setup(seed: int, pad_idx: int, smoothing: float, lr: float, warmup: int,
                  device: torch.device) -> tuple[_Recorder, _RecordingModel, _RecordingAdam,
                                                 _RecordingLambdaLR, _RecordingCriterion]:
@@ -403,8 +435,13 @@ def check_train_epoch(train_epoch: Callable[..., float], seed: int = 0, num_batc
         rec, model, optimizer, scheduler, criterion = _fresh_setup(seed, pad_idx, smoothing, lr, warmup, device)
         _, ref_model, ref_opt, ref_sched, ref_crit = _fresh_setup(seed, pad_idx, smoothing, lr, warmup, device)
         what = f"train_epoch(model, batches, optimizer, scheduler, criterion, pad_idx={pad_idx}, clip_norm={clip_norm})"
-        got = check.call(fn, model, list(batches), optimizer, scheduler, criterion, pad_idx, clip_norm, what=what,
+        given = _OneShotBatches(batches)
+        got = check.call(fn, model, given, optimizer, scheduler, criterion, pad_idx, clip_norm, what=what,
                          on_error=_TRAIN_ERRORS)
+        if given.passes > 1 and len(rec.details("forward")) < len(batches):
+            fail(f"train_epoch read batches {given.passes} times and trained on "
+                 f"{len(rec.details('forward'))} of {len(batches)} batches (on {device.type}).\nHint: "
+                 f"{_ONE_SHOT_HINT}")
         loss = _number(got, "train_epoch")
         want = _reference_train_epoch(ref_model, list(batches), ref_opt, ref_sched, ref_crit, pad_idx,
                                                  clip_norm)
@@ -421,13 +458,17 @@ def check_train_epoch(train_epoch: Callable[..., float], seed: int = 0, num_batc
         if not any(d["training"] for d in rec.details("forward")):
             fail(f"the model ran in eval() mode during training{where}: it came in eval mode (as after an "
                  f"evaluation), so call model.train() at the start of train_epoch, or dropout stays off.")
+        if not all(d["all_training"] for d in rec.details("forward")):
+            fail(f"the model's submodules ran in eval mode during training{where}: `model.training = True` "
+                 f"sets the flag of the top module only, and its layers (their dropout) stay in eval mode. "
+                 f"Call model.train(), which switches every submodule.")
         if not math.isclose(loss, want, rel_tol=1e-6, abs_tol=1e-9):
             _diagnose_loss(loss, want, rec, batches, pad_idx, where)
     # The loss goes down over a few epochs (on the CPU; the same code runs on every device).
     batches = _task_batches(seed, num_batches, batch_size, pad_idx, bos, eos)
     _, model, optimizer, scheduler, criterion = _fresh_setup(seed, pad_idx, smoothing, lr, warmup,
                                                              torch.device("cpu"))
-    losses = [_number(check.call(fn, model, list(batches), optimizer, scheduler, criterion, pad_idx, 1.0,
+    losses = [_number(check.call(fn, model, _OneShotBatches(batches), optimizer, scheduler, criterion, pad_idx, 1.0,
                                  what=f"train_epoch, epoch {e + 1} of 6"), "train_epoch") for e in range(6)]
     if not losses[-1] < 0.8 * losses[0]:
         fail(f"the loss did not go down over 6 epochs on a tiny reversal task: {[round(x, 3) for x in losses]}.")
@@ -436,6 +477,8 @@ def check_train_epoch(train_epoch: Callable[..., float], seed: int = 0, num_batc
 
 
 _TRAIN_ERRORS = {
+    "not subscriptable": _ONE_SHOT_HINT,
+    "has no len()": _ONE_SHOT_HINT,
     "Expected input batch_size": "the logits and the targets must have the same number of positions: the "
                                  "model reads tgt[:, :-1] and is scored against tgt[:, 1:] (both Lt - 1 long).",
     "size of tensor a": "the model reads tgt[:, :-1] and is scored against tgt[:, 1:] (both Lt - 1 long).",

@@ -86,6 +86,16 @@ def collate_wrapping_the_reference(pairs, pad_idx):
     return reference.translation.collate_batch(pairs, pad_idx)
 
 
+def collate_pad_zero_then_replace(pairs, pad_idx):
+    """Pads with 0, then turns every 0 into pad_idx: real tokens with id 0 become padding."""
+    def pad(rows):
+        out = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = torch.tensor(r)
+        return out.masked_fill(out == 0, pad_idx)
+    return pad([s for s, _ in pairs]), pad([t for _, t in pairs])
+
+
 def collate_pad_sequence(pairs, pad_idx):
     sources, targets = zip(*pairs)
     return (pad_sequence([torch.as_tensor(s) for s in sources], batch_first=True, padding_value=pad_idx),
@@ -324,6 +334,45 @@ def train_wrapping_the_reference(*args):
     return reference.translation.train_epoch(*args)
 
 
+def train_indexes_the_batches(model, batches, optimizer, scheduler, criterion, pad_idx, clip_norm=1.0):
+    """Right on a list; chapter 9 hands over a generator."""
+    model.train()
+    total, tokens = 0.0, 0
+    for i in range(len(batches)):
+        src, tgt = batches[i]
+        loss = criterion(model(src, tgt[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        scheduler.step()
+        n = int((tgt[:, 1:] != pad_idx).sum())
+        total, tokens = total + loss.item() * n, tokens + n
+    return total / tokens
+
+
+def train_counts_tokens_first(model, batches, optimizer, scheduler, criterion, pad_idx, clip_norm=1.0):
+    """Two passes over the batches: the first counts the real tokens, the second (empty, on a generator) trains."""
+    model.train()
+    tokens = sum(int((tgt[:, 1:] != pad_idx).sum()) for _, tgt in batches)
+    total = 0.0
+    for src, tgt in batches:
+        loss = criterion(model(src, tgt[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * int((tgt[:, 1:] != pad_idx).sum())
+    return total / tokens
+
+
+def train_sets_the_training_flag(model, *args):
+    """model.training = True instead of model.train(): the submodules stay in eval mode."""
+    model.training = True
+    return _train(model, *args, call_train=False)
+
+
 def train_zero_grad_at_the_end(model, batches, optimizer, scheduler, criterion, pad_idx, clip_norm=1.0):
     """model.zero_grad() before the loop and after every step; a tensor accumulator."""
     model.train()
@@ -513,6 +562,8 @@ CATALOGUE: dict[str, Catalogue] = {
             Mutant("sequence_first", collate_sequence_first, r"it is sequence-first(.|\n)*batch_first=True"),
             Mutant("pad_with_zero", collate_pad_zero,
                    r"its padding positions hold \[0\], not pad_idx=7. Fill with the pad_idx argument"),
+            Mutant("pad_with_zero_then_replace", collate_pad_zero_then_replace,
+                   r"turned the real tokens with id 0 into pad_idx=7"),
             Mutant("one_common_length", collate_common_length,
                    r"padded to the longest sentence of both sides"),
             Mutant("left_padding", collate_left_padding, r"is padded on the left"),
@@ -569,6 +620,12 @@ CATALOGUE: dict[str, Catalogue] = {
             Mutant("mean_of_batch_means", train_mean_of_batch_means,
                    r"Likely mistake: it is the plain average of the batches' losses"),
             Mutant("no_model_train", train_no_model_train, r"call model\.train\(\) at the start"),
+            Mutant("sets_the_training_flag", train_sets_the_training_flag,
+                   r"submodules ran in eval mode during training(.|\n)*Call model\.train\(\)"),
+            Mutant("indexes_the_batches", train_indexes_the_batches,
+                   r"raised TypeError(.|\n)*Hint: batches is an iterable that can be read only once"),
+            Mutant("counts_tokens_first", train_counts_tokens_first,
+                   r"read batches 2 times and trained on 0 of 4 batches(.|\n)*can be read only once"),
             Mutant("targets_not_shifted", train_targets_unshifted,
                    r"compares the logits with tgt\[:, :-1\] \(on cpu, 4 batches\), the decoder's own input"),
             Mutant("wraps_the_reference", train_wrapping_the_reference,
