@@ -13,7 +13,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from course_utils.course import chapters, nbgrader_meta, release_notebook, source_notebook
+from course_utils.course import RELEASE_DIR, chapters, nbgrader_meta, release_notebook, source_notebook
 
 
 def _solution_code(source: str) -> str:
@@ -23,12 +23,12 @@ def _solution_code(source: str) -> str:
 
 def make_workspace(root: Path, overrides: dict[tuple[str, str], str | None] | None = None,
                    only: list[str] | None = None) -> Path:
-    """Write ``root/<id>/<id>.ipynb`` for every chapter (or those in ``only``); returns ``root``.
+    """Write ``root/<id>/<id>.ipynb`` for every released chapter (or those in ``only``); returns ``root``.
 
     An override of ``None`` leaves the cell as released (``raise NotImplementedError()``).
     """
     overrides = overrides or {}
-    for chapter in only or chapters():
+    for chapter in only or chapters(RELEASE_DIR):
         notebook = json.loads(release_notebook(chapter).read_text(encoding="utf-8"))
         solved = {nbgrader_meta(c).get("grade_id"): "".join(c["source"])
                   for c in json.loads(source_notebook(chapter).read_text(encoding="utf-8"))["cells"]}

@@ -254,12 +254,39 @@ def whose(obj: Any) -> str | None:
     return None
 
 
+def _functions_used(obj: Any) -> list[types.FunctionType]:
+    """The course functions that the code of ``obj`` (a class or a function) calls by global
+    name, and those they call in turn: a student's ``MultiHeadAttention`` -> ``split_heads``,
+    ``scaled_dot_product_attention`` -> ``attention_scores``."""
+    found: list[types.FunctionType] = []
+
+    def names(code: types.CodeType) -> Iterable[str]:
+        yield from code.co_names
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                yield from names(const)
+
+    def visit(function: Any) -> None:
+        function = getattr(function, "__func__", function)
+        if not isinstance(function, types.FunctionType):
+            return
+        for name in names(function.__code__):
+            value = function.__globals__.get(name)
+            if isinstance(value, types.FunctionType) and chapter_of(name) is not None and value not in found:
+                found.append(value)
+                visit(value)
+
+    for member in (vars(obj).values() if isinstance(obj, type) else [obj]):
+        visit(member)
+    return found
+
+
 def whose_model(model: nn.Module, *others: Any) -> str:
     """Whose each kind of part of ``model`` is (the student's own or the reference), one per line.
 
-    Classes come from walking ``model.modules()``; the course's functions that a student's class
-    calls (their attention, their masks) from the namespace the class was defined in. ``others``
-    (a scheduler, a loss, a training function) are listed after the model's parts.
+    Classes come from walking ``model.modules()``; the course functions a student's class calls
+    (their attention, their masks) from its code. ``others`` (a scheduler class, a loss, a
+    training function) are listed after the model's parts.
     """
     parts: dict[str, str] = {}
     for module in model.modules():
@@ -268,11 +295,9 @@ def whose_model(model: nn.Module, *others: Any) -> str:
         if kind is None or cls.__name__ in parts:
             continue
         parts[cls.__name__] = kind
-        if kind.startswith("yours") and cls.__module__ in sys.modules:
-            for name, value in vars(sys.modules[cls.__module__]).items():
-                if (name not in parts and callable(value) and not isinstance(value, type)
-                        and chapter_of(name) is not None and whose(value) is not None):
-                    parts[name] = whose(value)  # type: ignore[assignment]
+        if kind.startswith("yours"):
+            for function in _functions_used(cls):
+                parts.setdefault(function.__name__, whose(function) or "reference")
     for other in others:
         kind, name = whose(other), _target(other).__name__
         if kind is not None and name not in parts:
