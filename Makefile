@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: lab test release solutions grade
 
-## make lab: install if needed, copy new chapters into work/ (never overwriting), start JupyterLab on work/
+## make lab: install if needed, copy new chapters into work/ (never overwriting), start the student's JupyterLab on work/
+# lab/student/ holds the student's settings (no instructor tools, no news pop-up); tests/browser/ runs this line.
 lab: $(STAMP)
 	$(PY) -m course_utils.workspace
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=work $(ROOT_FLAG) $(LAB_ARGS)
+	JUPYTER_CONFIG_PATH="$(CURDIR)/lab/student$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))" $(VENV)/bin/jupyter lab --ServerApp.root_dir=work $(ROOT_FLAG) $(LAB_ARGS)
 
 ## make test: install if needed, then the whole test suite (what CI runs)
 test: $(STAMP)
@@ -21,9 +22,11 @@ test: $(STAMP)
 release: $(STAMP)
 	$(PY) -m course_utils.release
 
-## make grade CHAPTER=01_attention: autograde every submission in submitted/*/CHAPTER/ (one nbgrader run), print the scores
+## make grade CHAPTER=01_attention|all [-j N | JOBS=N]: autograde every submission in submitted/*/CHAPTER/ over N worker processes (default: every core), print the scores
+# make's own -j N is read from MAKEFLAGS (at recipe time, hence `=`); JOBS=N says the same.
+GRADE_JOBS = $(or $(JOBS),$(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))))
 grade: $(STAMP)
-	$(PY) -m course_utils.grading $(CHAPTER) $(GRADE_ARGS)
+	$(PY) -m course_utils.grading $(or $(CHAPTER),$(error give CHAPTER=<id> or CHAPTER=all)) $(if $(GRADE_JOBS),-j $(GRADE_JOBS)) $(GRADE_ARGS)
 
 ## make solutions [CHAPTERS="09_multi30k"]: re-execute solutions/ in place (full mode) so their committed outputs are fresh
 solutions: $(STAMP)

@@ -17,12 +17,17 @@ unit       every other file of ``tests/``: the reference against PyTorch, data, 
            training CLI's smoke run, the workspace, the decoder cache, the benchmarks' tiny runs
 mutants    ``tests/test_checks_mutants.py``: every check against its known-wrong answers
 release    ``tests/test_release.py``: notebooks/ in sync with solutions/ (runs nbgrader)
-round trip ``tests/test_grading_round_trip.py``: nbgrader autograding of model submissions
+round trip the grading tests, which share one autograded class (``tests/grading_fixtures.py``):
+           ``tests/test_grading_round_trip.py`` (three students per chapter),
+           ``tests/test_sample_class.py`` and ``tests/test_grading_parallel.py`` (stock
+           nbgrader against ``make grade -j 2``, interruptions)
 nbval      ``solutions/``: every solution notebook executed in quick mode
 ========== ====================================================================================
 
-Each stage pays pytest's start-up once more than ``make test`` does (a few seconds), so the sum
-is a little above one ``make test``. ``--durations`` shows each stage's slowest tests.
+Each stage pays pytest's start-up (and pytest-xdist's workers) once more than ``make test``
+does, and stages cannot overlap as they do in one ``make test`` (``-n auto``: one worker per
+core), so the sum is above one ``make test``; ``--whole`` also times one plain ``pytest`` run, the
+suite as ``make test`` runs it. ``--durations`` shows each stage's slowest tests.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ from benchmarks.common import ROOT, footer, header, markdown_table
 
 #: Test files that form a stage of their own; every other tests/test_*.py is "unit".
 OWN_STAGE = {"mutants": ["tests/test_checks_mutants.py"], "release": ["tests/test_release.py"],
-             "round trip": ["tests/test_grading_round_trip.py"]}
+             "round trip": ["tests/test_grading_round_trip.py", "tests/test_sample_class.py",
+                            "tests/test_grading_parallel.py"]}
 STAGES = ("install", "unit", "mutants", "release", "round trip", "nbval")
 
 
@@ -119,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--durations", type=int, default=5, help="slowest tests shown per stage")
     parser.add_argument("--fresh-install", action="store_true", help="also time a from-scratch install")
     parser.add_argument("--tiny", action="store_true", help="trivial commands in place of the stages: for tests")
+    parser.add_argument("--whole", action="store_true", help="also time the whole suite in one pytest run")
     args = parser.parse_args(argv)
     header("test_suite", "test_suite", argv)
     names = args.stages.split(",")
@@ -136,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          [[s.name, f"{s.seconds:.1f}", f"{s.seconds / total:.0%}" if total and s.name != "install (fresh venv)"
                            else "—", s.summary] for s in stages]
                          + [["**total** (stages of `make test`)", f"**{total:.1f}**", "100%", ""]]))
+    if args.whole and not args.tiny:
+        whole = run(Stage("whole suite", pytest_command([], args.durations)))
+        stages.append(whole)
+        print(f"\nthe whole suite in one pytest run (as `make test` runs it, the environment installed): "
+              f"{whole.seconds:.1f} s, {whole.summary}")
     slowest = [f"- {s.name}: `{line}`" for s in stages for line in (s.slowest or [])]
     if slowest:
         print("\nslowest tests per stage (pytest --durations):\n")

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from nbformat.notebooknode import NotebookNode
 from nbgrader.converters.autograde import Autograde
-from nbgrader.preprocessors import Execute
+from nbgrader.preprocessors import Execute, OverwriteCells
 
 # What OverwriteCells (add_missing_cells=True) writes at the top of a grade cell it puts back.
 MISSING_CELL_MARK = "was missing from the submission"
@@ -126,6 +127,58 @@ def autograde_preprocessors() -> list[Any]:
     default = list(Autograde.class_traits()["autograde_preprocessors"].default())
     assert Execute in default, "nbgrader's autograde pipeline changed: check BoundedExecute"
     return [BoundedExecute if step is Execute else step for step in default]
+
+
+#: One line of a warning on stderr: Python's ``warnings`` format (``file.py:12: UserWarning:
+#: message``) or a line that starts with the word "warning" (``warning: ...``, ``WARNING:root:``).
+WARNING_LINE = r"(?:[^\n]*:\d+: \w*Warning: [^\n]*|(?i:warning)\b[^\n]*)"
+#: stderr text made only of warnings, each with its indented source lines. nbgrader scores a
+#: grade cell that wrote anything to stderr as 0; IgnorePattern (``nbgrader_config.py``) drops
+#: a stderr output that matches this, so a right answer that warns keeps its points. Anchored
+#: at both ends: stderr that holds anything else as well (a traceback, an error message) is
+#: kept and still scores 0, as does every raised error.
+HARMLESS_STDERR = rf"\A(?:{WARNING_LINE}\n?(?:[ \t]+[^\n]*\n?)*)+\Z"
+
+
+class MissingCellsOverwriteCells(OverwriteCells):
+    """nbgrader's ``OverwriteCells``, which also survives a deleted exercise *and* grade cell.
+
+    With ``add_missing_cells`` nbgrader puts a deleted grade cell back right after the cell
+    that precedes it in the source. When that cell was deleted too (the exercise cell, or a
+    whole section), nbgrader 0.9 raises ``KeyError: 'scores_solution'`` and the student gets no
+    grade at all. Here the grade cell goes after the nearest earlier source cell the submission
+    still has (or first, if none), and is run and scored like any other: 0, since its exercise
+    is gone.
+    """
+
+    def add_missing_grade_cells(self, nb: NotebookNode, resources: Any) -> tuple[NotebookNode, Any]:
+        source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+        source_ids = [cell.name for cell in source_nb.source_cells]
+        solution_ids = {cell.name for cell in source_nb.solution_cells}
+        for grade_cell in sorted(source_nb.grade_cells, key=lambda c: source_ids.index(c.name)
+                                 if c.name in source_ids else len(source_ids)):
+            present = {nbgrader_id(cell): i for i, cell in enumerate(nb.cells) if nbgrader_id(cell)}
+            if grade_cell.name in present or grade_cell.name not in source_ids:
+                continue
+            self.log.warning("Missing grade cell %s encountered, adding to notebook", grade_cell.name)
+            position = source_ids.index(grade_cell.name)
+            earlier = [present[i] for i in source_ids[:position] if i in present]
+            cell = self.missing_cell_transform(source_nb.source_cells[position], grade_cell.max_score,
+                                               is_solution=grade_cell.name in solution_ids)
+            nb.cells.insert(max(earlier) + 1 if earlier else 0, cell)
+        return nb, resources
+
+
+def nbgrader_id(cell: Any) -> str | None:
+    """A cell's nbgrader ``grade_id`` (set on every locked, exercise or grade cell)."""
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def sanitize_preprocessors() -> list[Any]:
+    """nbgrader's sanitizing pipeline with :class:`MissingCellsOverwriteCells`."""
+    default = list(Autograde.class_traits()["sanitize_preprocessors"].default())
+    assert OverwriteCells in default, "nbgrader's sanitize pipeline changed: check MissingCellsOverwriteCells"
+    return [MissingCellsOverwriteCells if step is OverwriteCells else step for step in default]
 
 
 # --------------------------------------------------------------------------------------
@@ -221,7 +274,8 @@ def score_table(root: Path, chapter: str) -> tuple[list[str], list[tuple[str, fl
             try:
                 submission = gradebook.find_submission(chapter, row.student)
             except MissingEntry:
-                row.notes.append("not in the gradebook")
+                # nbgrader records nothing for a folder without any notebook in it.
+                row.notes.append(_why_not_graded(coursedir, chapter, row.student, notebooks))
                 continue
             row.max_score = submission.max_score
             graded = True
@@ -265,14 +319,12 @@ def format_table(columns: list[tuple[str, float]], rows: list[Row]) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def nbgrader(*args: str, root: Path) -> int:
-    """Run ``nbgrader <args>`` in ``root``; its output goes straight to the terminal."""
-    # nbgrader runs the `alembic` program to create the gradebook: use this environment's.
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("COURSE_QUICK", None)  # nbgrader's NBGRADER_EXECUTION alone selects quick mode
-    print(f"$ nbgrader {' '.join(args)}", flush=True)
-    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=root, env=env).returncode
+def default_jobs() -> int:
+    """The cores this process may use (a container's CPU limit counts, where it shows)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _in_gradebook(root: Path, chapter: str) -> bool:
@@ -288,52 +340,165 @@ def _in_gradebook(root: Path, chapter: str) -> bool:
             return False
 
 
+def record_chapters(root: Path, chapters: list[str], nbgrader_argv: list[str]) -> bool:
+    """``nbgrader generate_assignment --force`` for each chapter, in this process, into a
+    throwaway release folder: the gradebook learns the grade cells, notebooks/ is untouched."""
+    import tempfile
+
+    from nbgrader.apps.generateassignmentapp import GenerateAssignmentApp
+    from nbgrader.converters.generate_assignment import GenerateAssignment
+    from nbgrader.utils import temp_attrs
+
+    ok = True
+    # nbgrader's own SQLAlchemy warnings on recording an assignment are noise to an instructor.
+    with tempfile.TemporaryDirectory(prefix="release-") as release, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        app = GenerateAssignmentApp()
+        app.initialize([*[a for a in nbgrader_argv if a.startswith("--log-level")],
+                        f"--CourseDirectory.release_directory={release}"])
+        for chapter in chapters:
+            print(f"{chapter} is not in the gradebook yet: recording it (nbgrader generate_assignment).",
+                  flush=True)
+            with temp_attrs(app.coursedir, assignment_id=chapter):
+                converter = GenerateAssignment(coursedir=app.coursedir, parent=app)
+                converter.force = True
+                try:
+                    converter.start()
+                except Exception as error:  # noqa: BLE001 - reported; the other chapters go on
+                    print(f"could not record {chapter}: {error}", file=sys.stderr)
+                    ok = False
+    return ok
+
+
+def _unreadable(folder: Path, notebooks: list[str]) -> list[str]:
+    """Notes for submitted notebooks that nbformat cannot read (not JSON, say)."""
+    notes = []
+    for name in notebooks:
+        path = folder / f"{name}.ipynb"
+        if path.is_file():
+            try:
+                nbformat.read(path, as_version=4)
+            except Exception as error:  # noqa: BLE001 - whatever the reason, it cannot be graded
+                text = str(error).strip().splitlines()
+                notes.append(f"NOT GRADED: {path.name} is not a readable notebook "
+                             f"({(text[0] if text else type(error).__name__)[:80]}); ask for the file again")
+    return notes
+
+
+def duplicate_ids(students: list[str]) -> dict[str, list[str]]:
+    """Students whose ids differ only in case or surrounding spaces: most likely one person."""
+    groups: dict[str, list[str]] = {}
+    for student in students:
+        groups.setdefault(student.strip().casefold(), []).append(student)
+    return {s: [o for o in group if o != s] for group in groups.values() if len(group) > 1 for s in group}
+
+
+def _chapter_notebooks(coursedir: Any, chapter: str) -> list[str]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+        return sorted(nb.name for nb in gradebook.find_assignment(chapter).notebooks)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from course_utils import grading_parallel as parallel
+    from course_utils.course import chapters as course_chapters
+
     parser = argparse.ArgumentParser(
         prog="python -m course_utils.grading",
-        description="Autograde one chapter for every student in submitted/ (one nbgrader run) "
-                    "and print the score table. Other options (e.g. --Execute.timeout=300, "
-                    "--log-level=WARN) are passed on to `nbgrader autograde`.")
-    parser.add_argument("chapter", help="the assignment id, e.g. 01_attention")
-    parser.add_argument("--force", action="store_true",
-                        help="regrade submissions that were already autograded")
+        description="Autograde a chapter (or all of them) for every student in submitted/, over "
+                    "several worker processes, and print the score table. Other options (e.g. "
+                    "--Execute.timeout=300, --log-level=WARN) are passed on to nbgrader's autograder.")
+    parser.add_argument("chapter", help="the assignment id, e.g. 01_attention, or 'all'")
+    parser.add_argument("-j", "--jobs", type=int, default=default_jobs(),
+                        help="worker processes (default: the number of cores, here %(default)s)")
+    parser.add_argument("--force", action="store_true", help="regrade submissions already autograded")
+    parser.add_argument("--student", default=None, help="grade only these students (comma-separated ids)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args, nbgrader_options = parser.parse_known_args(argv)
+    if args.jobs < 1:
+        parser.error("-j must be at least 1")
+    os.environ.pop("COURSE_QUICK", None)  # nbgrader's NBGRADER_EXECUTION alone selects quick mode
     root = Path.cwd()
     coursedir = course_directory(root)
-    chapter = args.chapter
-
-    source = Path(coursedir.format_path(coursedir.source_directory, ".", chapter))
-    if not source.is_dir():
-        parser.error(f"no chapter {chapter!r}: {source} does not exist (run from the course root).")
-    students = submitted_students(coursedir, chapter)
-    if not students:
-        where = Path(coursedir.format_path(coursedir.submitted_directory, "<student>", chapter))
-        print(f"No submissions for {chapter}: put each one at {where.relative_to(root)}/{chapter}.ipynb "
+    source_root = Path(coursedir.format_path(coursedir.source_directory, ".", "x")).parent
+    if args.chapter == "all":
+        chapter_ids = course_chapters(source_root) if source_root.is_dir() else []
+    else:
+        chapter_ids = [args.chapter]
+    for chapter in chapter_ids:
+        if not Path(coursedir.format_path(coursedir.source_directory, ".", chapter)).is_dir():
+            parser.error(f"no chapter {chapter!r}: {source_root / chapter} does not exist "
+                         f"(run from the course root).")
+    wanted = set(args.student.split(",")) if args.student else None
+    students = {c: [s for s in submitted_students(coursedir, c) if wanted is None or s in wanted]
+                for c in chapter_ids}
+    chapters = [c for c in chapter_ids if students[c]]
+    if not chapters:
+        where = Path(coursedir.format_path(coursedir.submitted_directory, "<student>", "<chapter>"))
+        print(f"No submissions for {args.chapter}: put each one at {where.relative_to(root)}/<chapter>.ipynb "
               f"(see docs/instructors.md).", file=sys.stderr)
         return 1
 
-    if not _in_gradebook(root, chapter):
-        # `make release` uses --no-db: the gradebook learns the grade cells only from this.
-        print(f"{chapter} is not in the gradebook yet: recording it with generate_assignment.", flush=True)
-        if nbgrader("generate_assignment", chapter, "--force", "--log-level=WARN", root=root) != 0:
-            return 1
-
-    print(f"Autograding {chapter} for {len(students)} student(s) in one nbgrader run.", flush=True)
-    status = nbgrader("autograde", chapter, *(["--force"] if args.force else []), *nbgrader_options, root=root)
-
-    _, columns, rows = score_table(root, chapter)
-    print()
-    print(f"Scores for {chapter} ({len(rows)} student(s)):")
-    print(format_table(columns, rows))
-    ungraded = [row.student for row in rows if row.score is None]
-    if ungraded:
-        print(f"\n{len(ungraded)} submission(s) not graded: {', '.join(ungraded)}. nbgrader's log above "
-              f"says why; fix the cause, then run this command again.", file=sys.stderr)
+    missing = [c for c in chapters if not _in_gradebook(root, c)]
+    if missing and not record_chapters(root, missing, nbgrader_options):
         return 1
-    if status != 0:
-        print(f"\nnbgrader autograde exited with status {status}; see its log above.", file=sys.stderr)
-        return status
-    print(f"\nNext: nbgrader generate_feedback {chapter}; nbgrader export (grades.csv).")
+
+    tasks, skipped = [], 0
+    for chapter in chapters:
+        notebooks = _chapter_notebooks(coursedir, chapter)
+        for student in students[chapter]:
+            if args.force or not parallel.is_done(coursedir, chapter, student, notebooks):
+                tasks.append(parallel.Task(chapter, student))
+            else:
+                skipped += 1
+    jobs = max(1, min(args.jobs, len(tasks)))
+    print(f"Autograding {len(tasks)} submission(s) of {', '.join(chapters)} with {jobs} worker process(es)"
+          + (f"; {skipped} already graded, skipped (--force regrades them)" if skipped else "") + ".",
+          flush=True)
+    start = time.monotonic()
+    batch = parallel.grade_parallel(root, coursedir, tasks, jobs, nbgrader_options,
+                                    progress=not args.no_progress)
+    seconds = time.monotonic() - start
+    for outcome in batch.outcomes:
+        if not outcome.success:  # nbgrader's own account of why, as `nbgrader autograde` prints it
+            print(f"\n--- nbgrader's log for {outcome.task.student}/{outcome.task.chapter} (not graded) ---\n"
+                  f"{outcome.log.rstrip()}\n{outcome.error.rstrip()}", file=sys.stderr)
+    if tasks:
+        print(f"Graded {len(batch.outcomes)} of {len(tasks)} submission(s) in {seconds:.0f} s with {jobs} "
+              f"worker(s).", flush=True)
+
+    ungraded: list[str] = []
+    not_run = {(t.chapter, t.student) for t in batch.not_run}
+    for chapter in chapters:
+        _, columns, rows = score_table(root, chapter)
+        duplicates = duplicate_ids([row.student for row in rows])
+        notebooks = _chapter_notebooks(coursedir, chapter)
+        for row in rows:
+            if row.student in duplicates:
+                row.notes.append(f"same student as {', '.join(map(repr, duplicates[row.student]))}? "
+                                 f"(the ids differ only in case or spaces; each was graded)")
+            folder = Path(coursedir.format_path(coursedir.submitted_directory, row.student, chapter))
+            unreadable = _unreadable(folder, notebooks) if row.score is None else []
+            if unreadable:
+                row.notes = [n for n in row.notes if not n.startswith("NOT GRADED")] + unreadable
+            if (chapter, row.student) in not_run:
+                row.notes = [n for n in row.notes if not n.startswith("NOT GRADED")]
+                row.notes.append("NOT GRADED: not reached before the run stopped; run again")
+        print()
+        print(f"Scores for {chapter} ({len(rows)} student(s)):")
+        print(format_table(columns, rows))
+        ungraded += [f"{row.student}/{chapter}" for row in rows if row.score is None and row.student in students[chapter]]
+    if batch.interrupted:
+        print(f"\nInterrupted: {len(batch.outcomes)} submission(s) graded and saved, {len(batch.not_run)} "
+              f"left. Run the same command again to grade only those.", file=sys.stderr)
+        return 130
+    if ungraded:
+        print(f"\n{len(ungraded)} submission(s) not graded: {', '.join(ungraded)}. The notes (and nbgrader's "
+              f"log above) say why; fix the cause, then run this command again.", file=sys.stderr)
+        return 1
+    chapter_word = chapters[0] if len(chapters) == 1 else "<chapter>"
+    print(f"\nNext: nbgrader generate_feedback {chapter_word}; nbgrader export (grades.csv).")
     return 0
 
 

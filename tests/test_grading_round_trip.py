@@ -1,50 +1,29 @@
-"""The whole nbgrader round trip in a throwaway course directory, for every chapter:
-generate the release, collect three students' submissions (the solution, the untouched
-release, the solution with one bug), autograde, and read the gradebook."""
+"""The whole nbgrader round trip for every chapter, on the suite's one graded class
+(``tests/grading_fixtures.py``): three students per chapter (the solution, the untouched
+release, the solution with one bug), autograded by ``make grade CHAPTER=all -j 2``, read back
+from the gradebook."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from course_utils.course import grade_cells, nbgrader_meta, release_notebook, source_notebook
-from tests.support import CHAPTERS, copy_course, load_mutants, run_nbgrader
+from course_utils.course import grade_cells, nbgrader_meta, source_notebook
+from tests.support import CHAPTERS
 
-STUDENTS = ("perfect", "blank", "buggy")
-
-
-def _submission(course: Path, chapter: str, student: str) -> nbformat.NotebookNode:
-    """What a student hands in: the release with the exercise cells filled in (or not)."""
-    notebook = nbformat.read(release_notebook(chapter, course / "notebooks"), as_version=4)
-    if student == "blank":
-        return notebook
-    answers = {nbgrader_meta(c)["grade_id"]: c.source
-               for c in nbformat.read(source_notebook(chapter, course / "solutions"), as_version=4).cells
-               if nbgrader_meta(c).get("solution")}
-    bug = load_mutants(chapter).BUG if student == "buggy" else None
-    for cell in notebook.cells:
-        grade_id = nbgrader_meta(cell).get("grade_id")
-        if grade_id in answers:
-            cell.source = answers[grade_id]
-            if bug and grade_id == bug.grade_id:
-                assert bug.old in cell.source, f"{chapter}: BUG.old not found in {grade_id}"
-                cell.source = cell.source.replace(bug.old, bug.new)
-    return notebook
+pytestmark = pytest.mark.xdist_group("graded_class")
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory) -> Path:
-    course = copy_course(tmp_path_factory.mktemp("roundtrip"))
-    for chapter in CHAPTERS:
-        run_nbgrader("generate_assignment", chapter, "--force", cwd=course)
-        for student in STUDENTS:
-            target = course / "submitted" / student / chapter / f"{chapter}.ipynb"
-            target.parent.mkdir(parents=True)
-            nbformat.write(_submission(course, chapter, student), target)
-        run_nbgrader("autograde", chapter, "--force", cwd=course)
+def graded(graded_class: tuple[Path, dict[str, Any]]) -> Path:
+    course, runs = graded_class
+    # Not graded: only the sample class's broken hand-ins (tests/test_sample_class.py).
+    assert "Traceback (most recent call last)" not in runs["first"]["output"].split("--- nbgrader's log")[0], \
+        runs["first"]["output"]
     return course
 
 

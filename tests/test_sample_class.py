@@ -1,11 +1,11 @@
 """A sample class for chapter 01_attention, graded the way an instructor grades a real one.
 
-The test builds eleven submissions from the release and solution notebooks, one per thing
-that goes wrong in a real class (see ``STUDENTS``), grades them all with
-``python -m course_utils.grading`` (one ``nbgrader autograde`` run), then grades them again
-with plain ``nbgrader autograde --force`` after an instructor's manual adjustment. It checks
-every student's score per grade cell, the message the autograded notebook shows them, that
-nobody is lost from the gradebook, and that the second run changes nothing.
+The suite's graded class (``tests/grading_fixtures.py``) holds one chapter-01 submission per
+thing that goes wrong in a real class (``STUDENTS``), plus hand-ins nbgrader cannot grade at
+all (``BROKEN``), all graded with the rest of the class by ``make grade CHAPTER=all -j 2``. The
+tests check every student's score per grade cell, the message the autograded notebook shows
+them, the table, that nobody is lost from the gradebook, and that a regrade with ``--force``
+after an instructor's manual adjustment keeps the adjustment and changes nothing else.
 
 The per-cell limit is cut from 120 s to ``TIMEOUT`` on the command line (as an instructor
 would, ``--Execute.timeout``) so that the two students whose code never returns cost seconds.
@@ -15,24 +15,23 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 from nbformat.notebooknode import NotebookNode
 from nbgrader.api import Gradebook
 
-from course_utils.course import RELEASE_DIR, grade_cells, nbgrader_meta, source_notebook
-from tests.support import copy_course, run_nbgrader
+from course_utils.course import grade_cells, nbgrader_meta
+from tests.grading_fixtures import GRADE_OPTIONS, TIMEOUT, grade_command
+
+pytestmark = pytest.mark.xdist_group("graded_class")
 
 CHAPTER = "01_attention"
 COURSE_ID = "build-the-transformer"  # nbgrader_config.py
-TIMEOUT = 8  # seconds per cell; the slowest honest cell (the imports) takes 2 to 3
 SCORES, SDPA = "scores_solution", "sdpa_solution"  # the two exercise cells
 SCORES_CHECK, SDPA_CHECK = "scores_check", "sdpa_check"  # their grade cells (2 and 3 points)
 
@@ -133,6 +132,19 @@ def warnings_(nb: NotebookNode, solution: dict[str, str]) -> None:
     _answer(nb, SDPA, _first_line_of_solution(solution[SDPA], "torch.tensor(query)"))
 
 
+def deleted_exercise(nb: NotebookNode, solution: dict[str, str]) -> None:
+    """The first exercise answered; the second one deleted together with its grade cell."""
+    _answer(nb, SCORES, solution[SCORES])
+    nb.cells = [c for c in nb.cells if nbgrader_meta(c).get("grade_id") not in (SDPA, SDPA_CHECK)]
+
+
+def stderr_warning(nb: NotebookNode, solution: dict[str, str]) -> None:
+    """Right answers; the second prints a warning of its own to stderr on every call."""
+    _answer(nb, SCORES, solution[SCORES])
+    _answer(nb, SDPA, "import sys\n\n" + _first_line_of_solution(
+        solution[SDPA], 'print("warning: no mask given, every key is attended to", file=sys.stderr)'))
+
+
 NOT_IMPLEMENTED = r"is not implemented yet\b[^\n]*replace `raise NotImplementedError\(\)`"
 PASSED_SCORES = r"✓ attention_scores: shapes, values"
 PASSED_SDPA = r"✓ scaled_dot_product_attention: shapes, values"
@@ -176,10 +188,36 @@ STUDENTS: dict[str, Student] = {
                       r"lost\): UserWarning: attention_scores: my own reminder",
         SDPA_CHECK: PASSED_SDPA + r"(.|\n)*note: your code raised a warning .*UserWarning: To copy "
                     r"construct from a tensor"}),
+    "deleted_exercise": Student(deleted_exercise, {SCORES_CHECK: 2, SDPA_CHECK: 0}, {
+        SCORES_CHECK: PASSED_SCORES,
+        SDPA_CHECK: r"NameError: name 'scaled_dot_product_attention' is not defined"}),
+    "stderr_warning": Student(stderr_warning, {SCORES_CHECK: 2, SDPA_CHECK: 3},
+                              {SCORES_CHECK: PASSED_SCORES, SDPA_CHECK: PASSED_SDPA}),
 }
 
-# The instructor's manual review between the two runs: partial credit for the Python loop.
-MANUAL = ("python_loop", SDPA_CHECK, 1.0, "The loop was the only bug: 1 point by hand.")
+
+def _renamed_perfect(release: NotebookNode, solution: dict[str, str]) -> NotebookNode:
+    notebook = nbformat.from_dict(release)
+    perfect(notebook, solution)
+    return notebook
+
+
+#: Hand-ins that nbgrader cannot grade, or should not without a look: student id -> the
+#: content of ``submitted/<id>/01_attention/01_attention.ipynb`` (None: the folder is empty).
+BROKEN: dict[str, Callable[[NotebookNode, dict[str, str]], NotebookNode | str | None]] = {
+    "Perfect": _renamed_perfect,  # the same student as `perfect`, as an LMS export may spell it
+    "no_notebook": lambda release, solution: None,
+    "not_json": lambda release, solution: "{ this is not JSON, the upload was cut off",
+}
+#: What the table says about each of them.
+BROKEN_NOTES = {
+    "Perfect": r"same student as 'perfect'\?",
+    "no_notebook": r"NOT GRADED: no 01_attention.ipynb in its folder \(found: no notebook\)",
+    "not_json": r"NOT GRADED: 01_attention.ipynb is not a readable notebook",
+}
+
+# The instructor's manual review before a regrade: partial credit for the softmax's axis.
+MANUAL = ("partial", SDPA_CHECK, 1.0, "Only the softmax's axis is wrong: 1 point by hand.")
 
 
 @dataclass
@@ -197,14 +235,7 @@ class Run:
 @dataclass
 class SampleClass:
     course: Path
-    first: Run  # python -m course_utils.grading, the assignment not yet in the gradebook
-    second: Run  # nbgrader autograde --force, after the manual review
-
-
-def _submission(release: NotebookNode, solution: dict[str, str], student: Student) -> NotebookNode:
-    notebook = nbformat.from_dict(release)  # a deep copy
-    student.make(notebook, solution)
-    return notebook
+    first: Run  # make grade CHAPTER=all -j 2, the chapters not yet in the gradebook
 
 
 def _read_gradebook(course: Path, output: str, seconds: float) -> Run:
@@ -228,34 +259,9 @@ def _add_manual_review(course: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def sample_class(tmp_path_factory: pytest.TempPathFactory) -> SampleClass:
-    course = copy_course(tmp_path_factory.mktemp("sample_class"))
-    # The committed release, as `make release` leaves it (generated with --no-db): the
-    # gradebook does not know the chapter yet, and the grading command must record it.
-    shutil.copytree(RELEASE_DIR / CHAPTER, course / "notebooks" / CHAPTER)
-    release = nbformat.read(course / "notebooks" / CHAPTER / f"{CHAPTER}.ipynb", as_version=4)
-    solution = {nbgrader_meta(c)["grade_id"]: c.source
-                for c in nbformat.read(source_notebook(CHAPTER, course / "solutions"), as_version=4).cells
-                if nbgrader_meta(c).get("solution")}
-    for name, student in STUDENTS.items():
-        target = course / "submitted" / name / CHAPTER / f"{CHAPTER}.ipynb"
-        target.parent.mkdir(parents=True)
-        nbformat.write(_submission(release, solution, student), target)
-
-    start = time.monotonic()
-    command = subprocess.run(
-        [sys.executable, "-m", "course_utils.grading", CHAPTER, f"--Execute.timeout={TIMEOUT}",
-         "--log-level=WARN"], cwd=course, capture_output=True, text=True, timeout=900)
-    seconds = time.monotonic() - start
-    assert command.returncode == 0, command.stdout + command.stderr
-    first = _read_gradebook(course, command.stdout + command.stderr, seconds)
-
-    _add_manual_review(course)
-    start = time.monotonic()
-    again = run_nbgrader("autograde", CHAPTER, "--force", f"--Execute.timeout={TIMEOUT}", cwd=course, timeout=900)
-    second = _read_gradebook(course, again.stdout + again.stderr, time.monotonic() - start)
-    print(f"\nsample class: grading command {first.seconds:.0f} s, autograde --force {second.seconds:.0f} s")
-    return SampleClass(course, first, second)
+def sample_class(graded_class: tuple[Path, dict[str, Any]]) -> SampleClass:
+    course, runs = graded_class
+    return SampleClass(course, _read_gradebook(course, runs["first"]["output"], runs["first"]["seconds"]))
 
 
 def _autograded(course: Path, student: str) -> NotebookNode:
@@ -278,14 +284,28 @@ def _grade_cell(notebook: NotebookNode, grade_id: str) -> NotebookNode:
     return cell
 
 
-def test_the_whole_class_is_graded_in_one_run(sample_class: SampleClass) -> None:
+def test_the_whole_class_is_graded_in_one_run(sample_class: SampleClass,
+                                              graded_class: tuple[Path, dict[str, Any]]) -> None:
     first = sample_class.first
-    assert first.students == first.submissions == set(STUDENTS), first.output
-    # One autograde run, which first recorded the chapter in the gradebook.
-    assert first.output.count("$ nbgrader autograde") == 1, first.output
+    # nbgrader records nothing for a folder without a notebook; everyone else is in the gradebook.
+    assert set(STUDENTS) | set(BROKEN) | {"buggy"} == first.submissions | {"no_notebook"}, first.output
+    # One command for every chapter, over two workers, which first recorded the chapters.
+    assert re.search(r"Autograding \d+ submission\(s\) of 01_attention, .* with 2 worker process\(es\)\.",
+                     first.output), first.output
     assert "not in the gradebook yet" in first.output
-    for student in STUDENTS:
+    for student in [*STUDENTS, "Perfect"]:
         assert (sample_class.course / "autograded" / student / CHAPTER / f"{CHAPTER}.ipynb").is_file(), student
+    # The two hand-ins nbgrader cannot grade fail alone, and say so in the exit status.
+    assert graded_class[1]["first"]["returncode"] == 1
+    assert "2 submission(s) not graded: no_notebook/01_attention, not_json/01_attention" in first.output
+
+
+def test_a_rerun_grades_only_what_is_missing(graded_class: tuple[Path, dict[str, Any]]) -> None:
+    again = graded_class[1]["again"]["output"]
+    # Only the two that could not be graded are tried again; everyone else is kept as graded.
+    assert re.search(r"Autograding 2 submission\(s\) of .*; \d+ already graded, skipped", again), again
+    graded = sum(1 for _ in (graded_class[0] / "autograded").glob("*/*/*.ipynb"))
+    assert f"; {graded} already graded, skipped" in again, again
 
 
 @pytest.mark.parametrize("student", STUDENTS)
@@ -326,12 +346,17 @@ def test_warnings_stay_off_stderr(sample_class: SampleClass) -> None:
         assert not [o for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
 
 
+def _table_rows(output: str) -> dict[str, str]:
+    lines = output.splitlines()
+    title = lines.index(next(line for line in lines if line.startswith(f"Scores for {CHAPTER} ")))
+    assert lines[title + 1].split()[:7] == ["student", "score", "max", "scores_check", "(2)", "sdpa_check", "(3)"]
+    body = lines[title + 2: lines.index("", title + 2) if "" in lines[title + 2:] else None]
+    return {line.split()[0]: line for line in body}
+
+
 def test_the_table_shows_every_student_and_what_to_review(sample_class: SampleClass) -> None:
-    lines = sample_class.first.output.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("student "))
-    assert lines[header].split()[:7] == ["student", "score", "max", "scores_check", "(2)", "sdpa_check", "(3)"]
-    rows = {line.split()[0]: line for line in lines[header + 1: header + 1 + len(STUDENTS)]}
-    assert set(rows) == set(STUDENTS)
+    rows = _table_rows(sample_class.first.output)
+    assert set(rows) == set(STUDENTS) | set(BROKEN) | {"buggy"}
     for student, expected in STUDENTS.items():
         score, max_score, *cells = rows[student].split()[1:5]
         assert (float(score), float(max_score)) == (sum(expected.points.values()), 5), rows[student]
@@ -341,18 +366,32 @@ def test_the_table_shows_every_student_and_what_to_review(sample_class: SampleCl
     assert rows["c_loop"].endswith("time limit: scores_check")
     assert rows["crash"].endswith("kernel died: sdpa_check")
     assert rows["deleted_test"].endswith("grade cell put back: scores_check")
-    assert rows["perfect"].split()[-1] == "3"  # no notes
+    assert rows["deleted_exercise"].endswith("grade cell put back: sdpa_check")
+    assert rows["partial"].split()[-1] == "0"  # no notes
+    for student, pattern in BROKEN_NOTES.items():
+        assert re.search(pattern, rows[student]), rows[student]
+    assert re.search(r"same student as 'Perfect'\?", rows["perfect"]), rows["perfect"]
 
 
-def test_regrading_gives_the_same_scores_and_keeps_every_record(sample_class: SampleClass) -> None:
-    first, second = sample_class.first, sample_class.second
-    assert second.students == second.submissions == set(STUDENTS)
-    assert second.scores == first.scores
+@pytest.mark.xdist_group("stock_class")
+def test_regrading_keeps_manual_scores_and_changes_nothing_else(
+        stock_class: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """An instructor's review, then ``make grade ... --force`` over the same gradebook."""
+    course = tmp_path / "course"
+    shutil.copytree(stock_class[0], course)
+    before = _read_gradebook(course, "", 0)
+    _add_manual_review(course)
     student, grade_id, points, comment = MANUAL
-    expected_totals = dict(first.totals)
-    expected_totals[student] += points - first.scores[student][grade_id]
-    assert second.totals == expected_totals  # the manual score counts, and was not overwritten
-    with Gradebook(f"sqlite:///{sample_class.course / 'gradebook.db'}", COURSE_ID) as gradebook:
+    again = grade_command(course, CHAPTER, "--force", "-j", "2", f"--student={student},perfect", *GRADE_OPTIONS)
+    assert again["returncode"] == 0, again["output"]
+    assert "Autograding 2 submission(s) of 01_attention with 2 worker process(es)." in again["output"]
+    after = _read_gradebook(course, again["output"], again["seconds"])
+    assert after.students == before.students and after.submissions == before.submissions
+    assert after.scores == before.scores
+    expected_totals = dict(before.totals)
+    expected_totals[student] += points - before.scores[student][grade_id]
+    assert after.totals == expected_totals  # the manual score counts, and was not overwritten
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gradebook:
         grade = gradebook.find_grade(grade_id, CHAPTER, CHAPTER, student)
         assert (grade.manual_score, grade.needs_manual_grade) == (points, True)
         assert gradebook.find_comment(SDPA, CHAPTER, CHAPTER, student).manual_comment == comment

@@ -1,0 +1,201 @@
+"""``make grade -j N`` writes what stock ``nbgrader autograde`` writes, and survives interruptions.
+
+- The equality test: chapter 01's sample class (correct, partial, blank, loops, crash, tampered,
+  answer-key imports, warnings, broken hand-ins) graded by stock ``nbgrader autograde`` one
+  submission after the other (``stock_class``) and by ``make grade CHAPTER=all -j 2`` with the
+  rest of the suite's class (``graded_class``): the same scores, comments and cell results.
+- Ctrl-C, then a killed worker: nothing graded is lost, the gradebook stays whole, and the next
+  run grades only what is left.
+- nbgrader's rough edges: ``.venv/bin/nbgrader`` without an activated environment, warnings
+  on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+
+from course_utils.course import grade_cells, nbgrader_meta
+from course_utils.grading import HARMLESS_STDERR, duplicate_ids
+from tests.grading_fixtures import (GRADE_OPTIONS, SAMPLE_CHAPTER, grading_env, round_trip_submission,
+                                    write_submission)
+from tests.support import copy_course
+
+COURSE_ID = "build-the-transformer"
+
+
+def _gradebook_snapshot(course: Path, chapter: str) -> dict[str, Any]:
+    """Everything grading wrote for ``chapter``: per student, the scores, grades and comments."""
+    snapshot: dict[str, Any] = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gradebook:
+        for submission in gradebook.find_assignment(chapter).submissions:
+            student = submission.student
+            snapshot[student.id] = {
+                "student": (student.first_name, student.last_name, student.email, student.lms_user_id),
+                "submission": (submission.score, submission.max_score, submission.timestamp,
+                               submission.needs_manual_grade),
+                "notebooks": {nb.name: {
+                    "flagged": nb.flagged, "late_penalty": nb.late_submission_penalty,
+                    "grades": sorted((g.name, g.auto_score, g.manual_score, g.extra_credit, g.needs_manual_grade)
+                                     for g in nb.grades),
+                    "comments": sorted((c.name, c.auto_comment, c.manual_comment) for c in nb.comments),
+                } for nb in submission.notebooks},
+            }
+    return snapshot
+
+
+def _outputs(cell: Any) -> list[tuple[Any, ...]]:
+    """A cell's outputs; consecutive chunks of one stream joined (the kernel's flushes vary)."""
+    outputs: list[tuple[Any, ...]] = []
+    for o in cell.outputs:
+        if o.output_type == "stream" and outputs and outputs[-1][:2] == ("stream", o.name):
+            outputs[-1] = ("stream", o.name, outputs[-1][2] + o.text, None, None)
+        else:
+            outputs.append((o.output_type, o.get("name"), o.get("text"), o.get("ename"), o.get("evalue")))
+    return outputs
+
+
+def _cell_results(course: Path, chapter: str) -> dict[str, Any]:
+    """Per autograded notebook, what each grade cell showed: output kinds, streams, errors."""
+    results = {}
+    for path in sorted((course / "autograded").glob(f"*/{chapter}/{chapter}.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        results[path.parts[-3]] = {nbgrader_meta(cell)["grade_id"]: _outputs(cell) for cell in grade_cells(notebook)}
+    return results
+
+
+@pytest.mark.xdist_group("graded_class")
+def test_parallel_grading_writes_what_stock_nbgrader_writes(
+        graded_class: tuple[Path, dict[str, Any]], stock_class: tuple[Path, dict[str, Any]]) -> None:
+    parallel, stock = graded_class[0], stock_class[0]
+    expected = _gradebook_snapshot(stock, SAMPLE_CHAPTER)
+    assert len(expected) >= 15, stock_class[1]["output"]  # the whole sample class is in it
+    assert _gradebook_snapshot(parallel, SAMPLE_CHAPTER) == expected
+    stock_cells = _cell_results(stock, SAMPLE_CHAPTER)
+    assert _cell_results(parallel, SAMPLE_CHAPTER) == stock_cells
+    # Both failed on exactly the same hand-ins, and graded the others.
+    assert sorted(stock_cells) == sorted(set(expected) - {"no_notebook", "not_json"})
+    print(f"\nchapter 01 sample class ({len(expected)} submissions): stock nbgrader "
+          f"{stock_class[1]['seconds']:.0f} s; make grade CHAPTER=all -j 2 graded the whole class in "
+          f"{graded_class[1]['first']['seconds']:.0f} s")
+
+
+# --------------------------------------------------------------------------------------
+# Interruptions
+# --------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` whose command line is a multiprocessing worker."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_for(condition: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.xdist_group("interrupt")
+def test_interrupted_runs_lose_nothing_and_resume(tmp_path: Path) -> None:
+    course = copy_course(tmp_path)
+    chapter, students = "03_feed_forward", ("perfect", "blank", "buggy")
+    for student in students:
+        write_submission(course, student, chapter, round_trip_submission(course, chapter, student))
+    command = [sys.executable, "-m", "course_utils.grading", chapter, "--no-progress", *GRADE_OPTIONS]
+    graded = lambda: sorted(p.parts[-3] for p in (course / "autograded").glob(f"*/{chapter}/{chapter}.ipynb"))  # noqa: E731
+
+    # 1. Ctrl-C once the first submission is in: it stays, the rest is left for later.
+    run = subprocess.Popen([*command, "-j", "1"], cwd=course, env=grading_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: graded() or run.poll() is not None, 300, "the first graded submission")
+    run.send_signal(signal.SIGINT)
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode == 130, output
+    kept = graded()
+    assert 1 <= len(kept) < len(students), output
+    assert re.search(rf"Interrupted: {len(kept)} submission\(s\) graded and saved, {3 - len(kept)} left", output)
+    with sqlite3.connect(course / "gradebook.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+    assert not list(course.glob(".autograde-*")), "staging folders left behind"
+
+    # 2. A worker killed halfway: a new pool takes over; only what was missing is graded.
+    run = subprocess.Popen([*command, "-j", "2"], cwd=course, env=grading_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: _children(run.pid) or run.poll() is not None, 120, "a worker process")
+    time.sleep(3)  # let it start on a submission
+    for pid in _children(run.pid)[:1]:
+        os.kill(pid, signal.SIGKILL)
+    output = run.communicate(timeout=600)[0]
+    assert run.returncode == 0, output
+    assert "A worker process died; starting new workers for the" in output, output
+    assert f"Autograding {3 - len(kept)} submission(s) of {chapter} with 2 worker process(es); " \
+           f"{len(kept)} already graded, skipped" in output, output
+    assert graded() == sorted(students)
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gradebook:
+        scores = {s.student.id: (s.score, s.max_score) for s in gradebook.find_assignment(chapter).submissions}
+    assert scores["perfect"][0] == scores["perfect"][1] > 0 and scores["blank"][0] == 0
+    assert 0 < scores["buggy"][0] < scores["buggy"][1]
+
+
+# --------------------------------------------------------------------------------------
+# nbgrader's rough edges
+# --------------------------------------------------------------------------------------
+
+
+def test_nbgrader_runs_without_an_activated_environment(tmp_path: Path) -> None:
+    """nbgrader calls `alembic` by name; nbgrader_config.py puts the environment's bin/ on PATH."""
+    course = copy_course(tmp_path)
+    env = {**grading_env(), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "db", "student", "add", "alice"],
+                            cwd=course, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gradebook:
+        assert [s.id for s in gradebook.students] == ["alice"]
+
+
+@pytest.mark.parametrize("text", [
+    "/work/student.py:3: UserWarning: check the shapes\n  warnings.warn('check the shapes')\n",
+    "warning: no mask given\n",
+    "WARNING:root:careful\nmodule.py:9: DeprecationWarning: old\n  old()\n",
+])
+def test_warnings_on_stderr_are_dropped(text: str) -> None:
+    assert re.search(HARMLESS_STDERR, text)
+
+
+@pytest.mark.parametrize("text", [
+    "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad\n",
+    "wrong shape\n",
+    "a.py:1: UserWarning: fine\n  f()\nbut then an error\n",
+    "  indented, with no warning above it\n",
+    "warnings are for later\n",
+])
+def test_anything_else_on_stderr_still_scores_zero(text: str) -> None:
+    assert not re.search(HARMLESS_STDERR, text)
+
+
+def test_duplicate_student_ids_are_flagged() -> None:
+    assert duplicate_ids(["alice", "Alice", "bob", "carol ", "Carol"]) == {
+        "alice": ["Alice"], "Alice": ["alice"], "carol ": ["Carol"], "Carol": ["carol "]}
