@@ -10,6 +10,17 @@ from course_utils.reference.decoder import Decoder, DecoderLayer
 from course_utils.reference.decoding import greedy_decode
 from course_utils.reference.encoder import Encoder, EncoderLayer
 from course_utils.reference.feed_forward import FeedForwardNetwork
+from course_utils.reference.gpt import (
+    GPT,
+    CharTokenizer,
+    GPTBlock,
+    LayerCache,
+    cached_attention,
+    generate,
+    generate_cached,
+    get_batch,
+    sample_next_token,
+)
 from course_utils.reference.label_smoothing import LabelSmoothingLoss
 from course_utils.reference.masking import create_causal_mask, create_masks, create_padding_mask
 from course_utils.reference.multi_head_attention import (
@@ -22,6 +33,15 @@ from course_utils.reference.schedule import NoamScheduler
 from course_utils.reference.transformer import Transformer
 
 __all__ = [
+    "CharTokenizer",
+    "GPT",
+    "GPTBlock",
+    "LayerCache",
+    "cached_attention",
+    "generate",
+    "generate_cached",
+    "get_batch",
+    "sample_next_token",
     "Decoder",
     "DecoderLayer",
     "Encoder",
