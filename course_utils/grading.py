@@ -354,8 +354,7 @@ def record_chapters(root: Path, chapters: list[str], nbgrader_argv: list[str]) -
     with tempfile.TemporaryDirectory(prefix="release-") as release, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         app = GenerateAssignmentApp()
-        app.initialize([*[a for a in nbgrader_argv if a.startswith("--log-level")],
-                        f"--CourseDirectory.release_directory={release}"])
+        app.initialize([*nbgrader_argv, f"--CourseDirectory.release_directory={release}"])
         for chapter in chapters:
             print(f"{chapter} is not in the gradebook yet: recording it (nbgrader generate_assignment).",
                   flush=True)

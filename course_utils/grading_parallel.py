@@ -225,8 +225,11 @@ def install(outcome: Outcome, coursedir: Any) -> None:
     folder, which the next run simply grades again; never a folder without its grades.
     """
     merge_rows(sqlite_path(coursedir.db_url), outcome.rows)
-    if outcome.success and outcome.staging:
-        dest = autograded_folder(coursedir, outcome.task.chapter, outcome.task.student)
+    dest = autograded_folder(coursedir, outcome.task.chapter, outcome.task.student)
+    if not outcome.success:
+        # As stock nbgrader does: a submission it failed on has no autograded copy left.
+        shutil.rmtree(dest, ignore_errors=True)
+    elif outcome.staging:
         dest.parent.mkdir(parents=True, exist_ok=True)
         old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
         if dest.exists():
