@@ -22,6 +22,7 @@ from course_utils.checks.harness import (
     fail,
     leaf_copies,
     seeded,
+    steady,
 )
 
 _MATMUL_HINTS = {
@@ -32,6 +33,14 @@ _MATMUL_HINTS = {
     # Broadcasting failures, raised by @ on the batch axes as well as by +, * or masked_fill.
     "size of tensor a": "query @ key needs the key's last two axes swapped, and only those: "
                         "key.transpose(-2, -1); a mask must broadcast against the scores (..., Lq, Lk).",
+}
+
+
+BACKWARD_HINTS = {
+    "modified by an inplace operation": "an in-place operation (a method ending in _, such as masked_fill_, or "
+                                        "x[...] = ...) changed a tensor that backward needs, such as the softmax's "
+                                        "output. Use the out-of-place form: weights = weights.masked_fill(...), "
+                                        "or mask the scores before the softmax only.",
 }
 
 
@@ -95,6 +104,7 @@ def check_attention_scores(attention_scores: Callable[..., Tensor], seed: int = 
     check.passed(f"shapes, values, gradients, float32/float64 on {device_names()}")
 
 
+@steady
 def check_scaled_dot_product_attention(
     scaled_dot_product_attention: Callable[..., tuple[Tensor, Tensor]], seed: int = 0,
     batch_shape: tuple[int, ...] = (2, 3), lq: int = 4, lk: int = 6, d_k: int = 8, d_v: int = 5,
@@ -102,8 +112,8 @@ def check_scaled_dot_product_attention(
     """Check ``scaled_dot_product_attention(q, k, v, mask=None) -> (output, weights)``.
 
     Compares with ``torch.nn.functional.scaled_dot_product_attention`` and the reference,
-    with and without a mask (full ``(..., Lq, Lk)`` and broadcast padding-style
-    ``(..., 1, Lk)``), checks that weights sum to 1 over the keys and that masked keys get
+    with and without a mask (full ``(..., Lq, Lk)``, broadcast padding-style ``(..., 1, Lk)``
+    and a 2-D causal ``(Lq, Lk)``), gradients with each mask, checks that weights sum to 1 over the keys and that masked keys get
     exactly zero weight, gradients, dtype and device.
     """
     fn = expect_callable(scaled_dot_product_attention, "scaled_dot_product_attention")
@@ -116,6 +126,7 @@ def check_scaled_dot_product_attention(
                 q, k, v = random_qkv(batch_shape, lq, lk, d_k, d_v, dtype, device)
                 full_mask = random_mask((*batch_shape, lq, lk), device)
                 pad_mask = random_mask((*batch_shape, 1, lk), device)
+                causal_mask = torch.ones(lq, lk, dtype=torch.bool, device=device).tril()  # row i sees keys 0..i
             where = f" on {device.type} in {dtype}"
             # 1. No mask: output against PyTorch's built-in, weights against the reference.
             q_s, k_s, v_s = leaf_copies(q, k, v)
@@ -139,9 +150,13 @@ def check_scaled_dot_product_attention(
             compare_gradients(out, ref_out, {"query": q_s, "key": k_s, "value": v_s},
                               {"query": q_r, "key": k_r, "value": v_r}, "the output", seed)
             # 2. Masks: the full one and a broadcast padding-style one.
-            for mask, label in ((full_mask, "a (..., Lq, Lk) mask"), (pad_mask, "a broadcast (..., 1, Lk) mask")):
+            for mask, label in ((full_mask, "a (..., Lq, Lk) mask"), (pad_mask, "a broadcast (..., 1, Lk) mask"),
+                                (causal_mask, "a 2-D causal mask (Lq, Lk)")):
+                q_s, k_s, v_s = leaf_copies(q, k, v)
                 got_out, got_w = expect_pair(
-                    check.call(fn, q, k, v, mask, what=f"scaled_dot_product_attention(query, key, value, mask) with {label}"),
+                    check.call(fn, q_s, k_s, v_s, mask,
+                               what=f"scaled_dot_product_attention(query, key, value, mask) with {label}",
+                               on_error=_MATMUL_HINTS),
                     what, ("output", "weights"))
                 expect_tensor(got_w, f"the attention-weight tensor with {label}", (*batch_shape, lq, lk))
                 full = mask.expand(*batch_shape, lq, lk)
@@ -162,6 +177,15 @@ def check_scaled_dot_product_attention(
                              f"the attention weights with {label}{where}")
                 expect_close(got_out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
                              f"the output with {label}{where}")
+                # Backward with a mask: an in-place change of the weights (masked_fill_ after the
+                # softmax) breaks it only here.
+                q_r, k_r, v_r = leaf_copies(q, k, v)
+                ref_out = reference.scaled_dot_product_attention(q_r, k_r, v_r, mask)[0]
+                check.call(lambda: compare_gradients(got_out, ref_out, {"query": q_s, "key": k_s, "value": v_s},
+                                                     {"query": q_r, "key": k_r, "value": v_r},
+                                                     f"the output with {label}", seed),
+                           what=f"backward() through scaled_dot_product_attention with {label}",
+                           on_error=BACKWARD_HINTS)
     check.passed("shapes, values vs torch's built-in, masks, weights sum to 1, gradients, "
                  f"float32/float64 on {device_names()}")
 

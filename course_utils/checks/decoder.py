@@ -40,6 +40,7 @@ from course_utils.checks.harness import (
     leaf_copies,
     removing_hooks,
     seeded,
+    steady,
     tolerance,
     traced,
 )
@@ -519,6 +520,7 @@ def _layer_mistakes(twin: nn.TransformerDecoderLayer, x: Tensor, memory: Tensor,
 # --------------------------------------------------------------------------------------
 
 
+@steady
 def check_decoder_layer(DecoderLayer: type[nn.Module], seed: int = 0, batch: int = 2, lt: int = 5,
                         ls: int = 7, d_model: int = 16, num_heads: int = 4, d_ff: int = 32) -> None:
     """Check a ``DecoderLayer`` class against ``nn.TransformerDecoderLayer`` with copied weights.
@@ -759,6 +761,7 @@ def _decoder_mistakes(decoder: nn.Module, twins: list[nn.TransformerDecoderLayer
     return mistakes
 
 
+@steady
 def check_decoder(Decoder: type[nn.Module], seed: int = 0, batch: int = 2, lt: int = 5, ls: int = 7,
                   vocab_size: int = 11, d_model: int = 16, num_layers: int = 2, num_heads: int = 4,
                   d_ff: int = 32) -> None:

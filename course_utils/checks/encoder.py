@@ -8,16 +8,17 @@ through ``nn.TransformerEncoder``, whose nested-tensor fast path warns). Around 
 comparison come the properties of an encoder: padded positions do not influence the real
 ones, the layers are distinct modules, dropout acts in training only.
 
-Dropout cannot be seen in eval mode, and in training it is random. So the dropout tests set
-``p = 1`` on the module's own ``nn.Dropout`` and ``p = 0`` on the dropouts inside its
-sublayers: dropout then zeroes exactly what it is applied to, and where it sits becomes
-visible in the output (``norm(x + dropout(sublayer(x)))`` becomes ``norm(x)``, while the
-slip ``norm(dropout(x + sublayer(x)))`` becomes ``norm(0)``).
+Dropout cannot be seen in eval mode, and in training it is random. So the dropout tests run
+the module in training mode under a :class:`~course_utils.checks.harness.DropoutTrace`: every
+dropout, however written (``self.dropout``, ``F.dropout``), draws its mask from one seed, and
+the dropouts inside the sublayers are switched off. The output must then equal the check's own
+computation with dropout where the paper puts it (``norm(x + dropout(sublayer(x)))``), drawn
+from the same seed; a misplaced dropout (``norm(dropout(x + sublayer(x)))``, on the inputs,
+twice, missing) gives other values, and is named when it matches a known placement.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -40,9 +41,9 @@ from course_utils.checks.harness import (
     fail,
     is_close,
     leaf_copies,
-    one_thread,
     removing_hooks,
     seeded,
+    steady,
 )
 from course_utils.checks.modules import (
     apply_sublayers,
@@ -80,31 +81,6 @@ _ERROR_HINTS = {
     "must match the size": "check the shapes step by step: every sublayer maps (B, L, d_model) to "
                            "(B, L, d_model), so that it can be added to its input.",
 }
-
-_DROPOUT_SETUP = ("(For this test the check set p=1 on the module's own nn.Dropout, which then zeroes "
-                  "everything it is applied to, and p=0 on the dropouts inside its sublayers.)")
-
-
-def _steady(check: Callable[..., None]) -> Callable[..., None]:
-    """Run a check on one CPU thread, with PyTorch's fused attention "fast path" off.
-
-    One thread: these models are tiny, and several threads slow down badly when other programs (or
-    the notebook kernel's own threads) compete for the cores. No fast path: the built-in layers then
-    compute in eval mode exactly as in training mode (attention, dropout, add, norm), on every device.
-    """
-
-    @functools.wraps(check)
-    def run(*args: Any, **kwargs: Any) -> None:
-        fastpath = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-        try:
-            with one_thread():
-                check(*args, **kwargs)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(fastpath)
-
-    return run
-
 
 # --------------------------------------------------------------------------------------
 # Weight copying, shared with later chapters
@@ -239,44 +215,6 @@ def _layer_mistakes(twin: nn.TransformerEncoderLayer, x: Tensor,
     return mistakes
 
 
-def _layer_dropout_mistakes(twin: nn.TransformerEncoderLayer, x: Tensor, key_padding: Tensor | None,
-                            normal: Tensor) -> dict[str, Callable[[], Tensor]]:
-    """With p=1 on the layer's own dropout (which then outputs zeros): where dropout was applied."""
-    zeros = torch.zeros_like(x)
-
-    def sa(h: Tensor) -> Tensor:
-        return _builtin_self_attention(twin, h, key_padding)
-
-    def ff(h: Tensor) -> Tensor:
-        return builtin_feed_forward(twin, h)
-
-    def only_attention() -> Tensor:
-        h = twin.norm1(x)
-        return twin.norm2(h + ff(h))
-
-    def only_feed_forward() -> Tensor:
-        return twin.norm2(twin.norm1(x + sa(x)))
-
-    def on_inputs() -> Tensor:
-        h = twin.norm1(x + sa(zeros))
-        return twin.norm2(h + ff(torch.zeros_like(h)))
-
-    return {
-        "dropout is applied after the residual sum, norm(dropout(x + sublayer(x))), a slip common in "
-        "tutorials: it also drops the residual path. Dropout goes on the sublayer's output only, before the "
-        "add: norm(x + self.dropout(sublayer(x))) (section 5.4). " + _DROPOUT_SETUP:
-            lambda: twin.norm2(zeros),
-        "self.dropout is never applied in training: each sublayer's output goes through self.dropout before "
-        "the residual add, norm(x + self.dropout(sublayer(x))) (section 5.4). " + _DROPOUT_SETUP: normal,
-        "dropout is applied after self-attention but not after the feed-forward network: "
-        "norm2(x + self.dropout(feed_forward(x))). " + _DROPOUT_SETUP: only_attention,
-        "dropout is applied after the feed-forward network but not after self-attention: "
-        "norm1(x + self.dropout(self_attn(x, x, x, mask))). " + _DROPOUT_SETUP: only_feed_forward,
-        "dropout is applied to the sublayers' inputs instead of their outputs: "
-        "norm(x + self.dropout(sublayer(x))). " + _DROPOUT_SETUP: on_inputs,
-    }
-
-
 # --------------------------------------------------------------------------------------
 # EncoderLayer
 # --------------------------------------------------------------------------------------
@@ -289,7 +227,7 @@ def _validate(length: int, d_model: int, num_heads: int) -> None:
         raise ValueError("num_heads must divide d_model")
 
 
-@_steady
+@steady
 def check_encoder_layer(EncoderLayer: type[nn.Module], seed: int = 0, batch: int = 2, length: int = 6,
                         d_model: int = 16, num_heads: int = 4, d_ff: int = 32) -> None:
     """Check an ``EncoderLayer`` class against ``nn.TransformerEncoderLayer`` with copied weights.
@@ -511,7 +449,7 @@ def _expect_stack_structure(encoder: nn.Module, vocab_size: int, d_model: int, n
     return layers
 
 
-@_steady
+@steady
 def check_encoder(Encoder: type[nn.Module], seed: int = 0, batch: int = 2, length: int = 7, vocab_size: int = 11,
                   d_model: int = 16, num_layers: int = 2, num_heads: int = 4, d_ff: int = 32) -> None:
     """Check an ``Encoder`` class: scaled embedding + positional encoding + dropout, then the layers
@@ -719,7 +657,7 @@ def _count_mistakes() -> dict[str, Callable[[int, int, int, int], int]]:
     }
 
 
-@_steady
+@steady
 def check_encoder_parameter_count(encoder_parameter_count: Callable[[int, int, int, int], int],
                                   seed: int = 0) -> None:
     """Check ``encoder_parameter_count(vocab_size, d_model, num_layers, d_ff) -> int`` against the

@@ -17,6 +17,7 @@ as 0, so warnings raised by student code are caught and reported on stdout inste
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sysconfig
 import traceback
@@ -112,6 +113,34 @@ def devices() -> list[torch.device]:
     return available_devices()
 
 
+#: Where tensors that the student's code creates without ``device=`` land under :func:`fake_accelerator`.
+_FAKE_DEFAULT_DEVICE: list[str] = []
+
+
+@contextlib.contextmanager
+def fake_accelerator() -> Iterator[None]:
+    """Run checks as a GPU machine would expose code that only works on the CPU, without a GPU.
+
+    On a GPU, the inputs live on CUDA while a tensor created without ``device=`` lands on the CPU,
+    and mixing the two raises. Under this context, every call of student code that is given tensors
+    (or a device) runs with ``meta`` as PyTorch's default device: a tensor the student creates
+    without ``device=`` (or ``*_like``, ``x.new_*``) lands on ``meta``, away from the CPU inputs, and
+    mixing them raises just as on CUDA. Used by the tests; modules are built as usual (their
+    parameters and buffers are moved by ``.to(device)``, which the checks do).
+    """
+    _FAKE_DEFAULT_DEVICE.append("meta")
+    try:
+        yield
+    finally:
+        _FAKE_DEFAULT_DEVICE.pop()
+
+
+def _gives_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    values = [*args, *kwargs.values()]
+    values += [v for x in values if isinstance(x, (tuple, list)) for v in x]
+    return any(isinstance(v, (Tensor, torch.device)) for v in values)
+
+
 def devices_and_dtypes(module: nn.Module | None = None) -> Iterator[tuple[torch.device, torch.dtype, str]]:
     """Every (device, dtype) that checks compare values on: float32 and float64 on each of
     :func:`devices`, CPU float32 first. ``module``, when given, is moved there before each is
@@ -124,8 +153,10 @@ def devices_and_dtypes(module: nn.Module | None = None) -> Iterator[tuple[torch.
 
 
 def device_names() -> str:
-    """``"cpu"`` or ``"cpu/cuda"``, for success lines."""
-    return "/".join(d.type for d in devices())
+    """``"cpu"`` or ``"cpu/cuda"`` (the devices the check ran on), for success lines; under
+    :func:`fake_accelerator`, ``"cpu (strict devices: meta default)"``."""
+    names = "/".join(d.type for d in devices())
+    return f"{names} (strict devices: meta default)" if _FAKE_DEFAULT_DEVICE else names
 
 
 def tolerance(dtype: torch.dtype) -> tuple[float, float]:
@@ -149,6 +180,28 @@ def one_thread() -> contextlib.AbstractContextManager[None]:
     return torch_threads(1)
 
 
+def steady(check: Callable[..., None]) -> Callable[..., None]:
+    """Decorate a check to run on one CPU thread, with PyTorch's fused attention "fast path" off.
+
+    One thread: the checks' models are tiny, and several threads slow down badly when other programs
+    (or the notebook kernel's own threads) compete for the cores, which makes a check take seconds
+    instead of a fraction of one. No fast path: the built-in layers the checks compare with then
+    compute in eval mode exactly as in training mode (attention, dropout, add, norm), on every device.
+    """
+
+    @functools.wraps(check)
+    def run(*args: Any, **kwargs: Any) -> None:
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with one_thread():
+                check(*args, **kwargs)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+
+    return run
+
+
 @contextlib.contextmanager
 def removing_hooks(handles: Iterable[RemovableHandle]) -> Iterator[None]:
     """Keep the hooks of ``handles`` for a block, and remove them afterwards even when it raises."""
@@ -158,6 +211,13 @@ def removing_hooks(handles: Iterable[RemovableHandle]) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+_DEVICE_HINT = ("a tensor your code created is on another device than the inputs: create new tensors on the "
+                "inputs' device (torch.zeros(..., device=x.device), torch.ones_like(x), x.new_full(...)). On a GPU, a "
+                "tensor created without device= stays on the CPU.")
+_DEVICE_HINTS = {"is not on the expected device": _DEVICE_HINT, "Expected all tensors to be on the same device":
+                 _DEVICE_HINT}
 
 
 class Check:
@@ -191,7 +251,10 @@ class Check:
             on_error: substrings of an error message mapped to a hint about its usual cause.
         """
         what = what or f"{self.title}(...)"
-        with forbid(self.answer_key), warnings.catch_warnings(record=True) as caught:
+        on_error = {**(on_error or {}), **_DEVICE_HINTS}
+        default_device = (torch.device(_FAKE_DEFAULT_DEVICE[-1]) if _FAKE_DEFAULT_DEVICE and _gives_tensors(args, kwargs)
+                          else contextlib.nullcontext())
+        with forbid(self.answer_key), warnings.catch_warnings(record=True) as caught, default_device:
             warnings.simplefilter("always")
             try:
                 result = fn(*args, **kwargs)
@@ -478,7 +541,7 @@ class DropoutTrace:
         """Dropout in training with probability ``p``, drawn from the trace's generator."""
         if p <= 0.0:
             return x
-        keep = torch.rand(tuple(x.shape), generator=self._generator) >= p
+        keep = torch.rand(tuple(x.shape), generator=self._generator, device="cpu") >= p
         return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - p)
 
     def _dropout(self, input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:

@@ -4,7 +4,7 @@
   the layer's own dropout, a stack's embedding, positional encoding and dropout, its default depth;
 - PyTorch's built-in layers as twins of the student's: weight copying, the feed-forward block,
   the post-norm (or a wrong) arrangement of the sublayers;
-- LayerNorms with random scales and shifts, dropout probes;
+- LayerNorms with random scales and shifts; dropout tested in training mode under a seeded trace;
 - inputs: right-padding masks and their ``key_padding_mask`` form, and a stack's input (the
   embeddings scaled by sqrt(d_model) plus the sinusoidal table), right or in a known wrong way.
 
@@ -13,7 +13,6 @@ This module has no ``check_*`` function: :mod:`course_utils.checks` exports noth
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -191,25 +190,6 @@ def randomize_norms(modules: Iterable[nn.Module], seed: int) -> None:
                     norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape))
                 if norm.bias is not None:
                     norm.bias.copy_(0.5 * torch.randn(norm.bias.shape))
-
-
-def direct_dropouts(module: nn.Module) -> list[nn.Dropout]:
-    """The module's own nn.Dropout children (not those inside its sublayers)."""
-    return [m for m in module.children() if isinstance(m, nn.Dropout)]
-
-
-def dropout_probe(module: nn.Module, inner: list[nn.Module]) -> nn.Module:
-    """A copy of ``module`` whose own dropouts have p=1 and whose ``inner`` sublayers' dropouts have p=0."""
-    probe = copy.deepcopy(module)
-    names = {id(m): n for n, m in module.named_modules()}
-    probe_modules = dict(probe.named_modules())
-    for sub in inner:
-        for m in probe_modules[names[id(sub)]].modules():
-            if isinstance(m, nn.Dropout):
-                m.p = 0.0
-    for m in direct_dropouts(probe):
-        m.p = 1.0
-    return probe
 
 
 Drop = Callable[[Tensor], Tensor]

@@ -40,6 +40,7 @@ from course_utils.checks.harness import (
     fail,
     one_thread,
     seeded,
+    steady,
 )
 from course_utils.reference.decoding import greedy_decode as _reference_greedy_decode
 from course_utils.reference.masking import create_causal_mask, create_padding_mask
@@ -414,6 +415,7 @@ def _number(value: Any, what: str) -> float:
          f"{describe(value)}.")
 
 
+@steady
 def check_train_epoch(train_epoch: Callable[..., float], seed: int = 0, num_batches: int = 4,
                       batch_size: int = 6, pad_idx: int = 0, clip_norm: float = 0.05,
                       smoothing: float = 0.1) -> None:
@@ -718,6 +720,7 @@ def _greedy_variant(model: nn.Module, src: Tensor, max_len: int, bos_idx: int, e
     return ys
 
 
+@steady
 def check_greedy_decode(greedy_decode: Callable[..., Tensor], seed: int = 0, batch: int = 6, src_len: int = 8,
                         max_len: int = 7, pad_idx: int = 0, bos_idx: int = 2, eos_idx: int = 3) -> None:
     """Check ``greedy_decode(model, src, max_len, bos_idx, eos_idx, pad_idx)`` against the course's.
@@ -739,8 +742,21 @@ def check_greedy_decode(greedy_decode: Callable[..., Tensor], seed: int = 0, bat
         want = _reference_greedy_decode(model, src, max_len, bos_idx, eos_idx, pad_idx)
         _expect_decoded(got, want, model, src, max_len, bos_idx, eos_idx, pad_idx, f"the output of {what} on "
                         f"{device.type}")
-    check.passed(f"same tokens as the reference: stops at <eos>, pads after it, respects max_len, "
-                 f"padded sources ({batch} sentences, {ids}) on {device_names()}")
+        # Outputs longer than their sources (translations often are): short sources, a generous max_len.
+        short = _copy_sources(seed + 1, 4, 3, pad_idx, bos_idx, eos_idx, device)
+        long_max = 3 * short.size(1) + 2
+        what = f"greedy_decode(model, src, max_len={long_max}, {ids}) with sources of 3 tokens"
+        got = check.call(fn, model, short.clone(), long_max, bos_idx, eos_idx, pad_idx, what=what + f" on {device.type}")
+        want = _reference_greedy_decode(model, short, long_max, bos_idx, eos_idx, pad_idx)
+        if (isinstance(got, Tensor) and got.dim() == 2 and got.size(1) <= short.size(1) + 1 < want.size(1)
+                and bool((got[:, 0] == bos_idx).all())):
+            fail(f"the output of {what} on {device.type} has {got.size(1)} columns, expected {want.size(1)}: it "
+                 f"stops at about the source's length ({short.size(1)} tokens). Outputs can be longer than their "
+                 f"sources (translations often are): decode until every row has produced <eos>, or max_len.")
+        _expect_decoded(got, want, model, short, long_max, bos_idx, eos_idx, pad_idx,
+                        f"the output of {what} on {device.type}")
+    check.passed(f"same tokens as the reference: stops at <eos>, pads after it, respects max_len, outputs "
+                 f"longer than their sources, padded sources ({batch} sentences, {ids}) on {device_names()}")
 
 
 def _expect_decoded(got: Any, want: Tensor, model: nn.Module, src: Tensor, max_len: int, bos_idx: int,

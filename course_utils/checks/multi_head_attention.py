@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from course_utils import reference
-from course_utils.checks.attention import random_mask
+from course_utils.checks.attention import BACKWARD_HINTS, random_mask
 from course_utils.checks.harness import (
     Check,
     count_words,
@@ -22,6 +22,7 @@ from course_utils.checks.harness import (
     fail,
     leaf_copies,
     seeded,
+    steady,
     traced,
 )
 
@@ -130,6 +131,7 @@ def _mask_cases(batch: int, lq: int, lk: int, device: torch.device) -> list[tupl
     ]
 
 
+@steady
 def check_multi_head_attention(MultiHeadAttention: type[nn.Module], seed: int = 0,
                                batch: int = 2, lq: int = 5, lk: int = 7, d_model: int = 16,
                                num_heads: int = 4) -> None:
@@ -207,7 +209,7 @@ def check_multi_head_attention(MultiHeadAttention: type[nn.Module], seed: int = 
             fail("the output of MultiHeadAttention.forward carries no gradient: something leaves the "
                  "autograd graph (.detach(), .item(), .numpy(), torch.no_grad()).")
         check.call(lambda: (got * upstream).sum().backward(), what=f"backward() through {what}",
-                   on_error=_BACKWARD_ERRORS)
+                   on_error=BACKWARD_HINTS)
         (twin(q_t, k_t, v_t, need_weights=False, attn_mask=to_builtin_mask(mask, batch, num_heads, lq, lk))[0]
          * upstream).sum().backward()
         for name, a, b in (("query", q_s, q_t), ("key", k_s, k_t), ("value", v_s, v_t)):
@@ -231,12 +233,6 @@ _FORWARD_ERRORS = {
                            "(masked_fill broadcasts it) rather than reshaping or indexing it.",
 }
 
-_BACKWARD_ERRORS = {
-    "modified by an inplace operation": "an in-place operation (a method ending in _, such as masked_fill_, or "
-                                        "x[...] = ...) changed a tensor that backward needs, such as the softmax's "
-                                        "output. Use the out-of-place form: weights = weights.masked_fill(...), "
-                                        "or mask the scores before the softmax only.",
-}
 
 _MASK_HINT = (" With a mask: fill the scores where the mask is False with float('-inf') before the softmax; "
               "the mask may be (Lq, Lk), (B, 1, 1, Lk), (B, 1, Lq, Lk) or (1, 1, Lq, Lk).")

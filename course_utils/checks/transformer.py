@@ -28,6 +28,7 @@ from course_utils.checks.harness import (
     fail,
     one_thread,
     seeded,
+    steady,
 )
 from course_utils.checks.masking import random_padded_ids
 
@@ -181,6 +182,7 @@ def _train_one_batch(cls: type[nn.Module], check: Check, seed: int, pad_idx: int
          f"decoder not reading the encoder's memory.")
 
 
+@steady
 def check_transformer(Transformer: type[nn.Module], seed: int = 0, batch: int = 3, src_len: int = 7,
                       tgt_len: int = 5, src_vocab: int = 11, tgt_vocab: int = 13, d_model: int = 16,
                       num_layers: int = 2, num_heads: int = 4, d_ff: int = 32, pad_idx: int = 1) -> None:

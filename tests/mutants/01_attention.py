@@ -231,6 +231,17 @@ def sdpa_fused_output(query, key, value, mask=None):
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask), weights
 
 
+def sdpa_zeroes_masked_weights_in_place(query, key, value, mask=None):
+    """Right values; the in-place masked_fill_ after the softmax breaks backward, with a mask only."""
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        weights.masked_fill_(~mask, 0.0)
+    return weights @ value, weights
+
+
 CATALOGUE: dict[str, Catalogue] = {
     "check_attention_scores": Catalogue(
         reference=reference.attention_scores,
@@ -286,9 +297,34 @@ CATALOGUE: dict[str, Catalogue] = {
                    r"in torch\.float64 has dtype torch\.float32, expected torch\.float64"),
             Mutant("wraps_the_reference", sdpa_wrapping_the_reference,
                    r"your code calls course_utils\.reference's own scaled_dot_product_attention"),
+            Mutant("zeroes_masked_weights_in_place", sdpa_zeroes_masked_weights_in_place,
+                   r"backward\(\) through scaled_dot_product_attention with a \(\.\.\., Lq, Lk\) mask raised "
+                   r"RuntimeError(.|\n)*Hint: an in-place operation"),
         ],
         correct=[sdpa_einsum_finfo_min, sdpa_where_matmul, sdpa_fused_output],
     ),
 }
 
 BUG = Bug("sdpa_solution", "torch.softmax(scores, dim=-1)", "torch.softmax(scores, dim=-2)")
+
+
+# --------------------------------------------------------------------------------------
+# Code that works on the CPU only: rejected on a GPU, and under checks' fake_accelerator()
+# --------------------------------------------------------------------------------------
+
+
+def sdpa_fill_tensor_on_the_cpu(query, key, value, mask=None):
+    """Masks with a -inf tensor created without device=: fine on the CPU, an error on a GPU."""
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))
+    if mask is not None:
+        scores = torch.where(mask, scores, torch.full(scores.shape, float("-inf"), dtype=scores.dtype))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ value, weights
+
+
+DEVICE_MUTANTS: dict[str, list[Mutant]] = {
+    "check_scaled_dot_product_attention": [
+        Mutant("fill_tensor_on_the_cpu", sdpa_fill_tensor_on_the_cpu,
+               r"raised RuntimeError(.|\n)*Hint: a tensor your code created is on another device than the inputs"),
+    ],
+}

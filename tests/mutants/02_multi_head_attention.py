@@ -624,3 +624,24 @@ CATALOGUE: dict[str, Catalogue] = {
 }
 
 BUG = Bug("mha_solution", "return self.W_o(combine_heads(context))", "return combine_heads(context)")
+
+
+class MHAScaleOnTheCpu(_Base):
+    """Scales the scores by a tensor built from the head size on the CPU (no device=)."""
+
+    def forward(self, query, key, value, mask=None):
+        q, k, v = (_split(w(t), self.num_heads) for w, t in ((self.W_q, query), (self.W_k, key), (self.W_v, value)))
+        scores = q @ k.transpose(-2, -1) / torch.full((1,), float(self.d_k), dtype=q.dtype).sqrt()
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        self.attention_weights = weights.detach()
+        return self.W_o(_combine(self.dropout(weights) @ v))
+
+
+DEVICE_MUTANTS: dict[str, list[Mutant]] = {
+    "check_multi_head_attention": [
+        Mutant("scale_on_the_cpu", MHAScaleOnTheCpu,
+               r"raised RuntimeError(.|\n)*Hint: a tensor your code created is on another device than the inputs"),
+    ],
+}

@@ -573,3 +573,34 @@ CATALOGUE: dict[str, Catalogue] = {
 BUG = Bug("transformer_solution",
           "return self.generator(self.decode(tgt, memory, src_mask, tgt_mask))",
           "return torch.softmax(self.generator(self.decode(tgt, memory, src_mask, tgt_mask)), dim=-1)")
+
+
+# --------------------------------------------------------------------------------------
+# Code that works on the CPU only: rejected on a GPU, and under checks' fake_accelerator()
+# --------------------------------------------------------------------------------------
+
+
+def causal_ignores_device(size: int, device=None) -> Tensor:
+    """Takes device= but never uses it: the mask stays on the CPU."""
+    return torch.ones(size, size, dtype=torch.bool).tril()[None, None]
+
+
+class TransformerCausalMaskOnTheCpu(_Base):
+    """Builds its causal mask without device=: fine on the CPU, an error on a GPU."""
+
+    def forward(self, src, tgt):
+        src_mask = reference.create_padding_mask(src, self.pad_idx)
+        causal = torch.ones(tgt.size(1), tgt.size(1), dtype=torch.bool).tril()
+        tgt_mask = reference.create_padding_mask(tgt, self.pad_idx) & causal
+        return self.generator(self.decode(tgt, self.encode(src, src_mask), src_mask, tgt_mask))
+
+
+DEVICE_MUTANTS: dict[str, list[Mutant]] = {
+    "check_create_causal_mask": [
+        Mutant("ignores_device", causal_ignores_device, r"device='cpu'\) is on meta|is on (meta|cpu), (but|expected)"),
+    ],
+    "check_transformer": [
+        Mutant("causal_mask_on_the_cpu", TransformerCausalMaskOnTheCpu,
+               r"raised RuntimeError(.|\n)*Hint: a tensor your code created is on another device than the inputs"),
+    ],
+}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -186,6 +187,23 @@ class NoamWrapsTheReference(LRScheduler):
 
     def get_lr(self):
         return self.inner.get_lr()
+
+
+class NoamOwnCounter(LRScheduler):
+    """A tutorial habit: an own step counter, advanced in get_lr (which LRScheduler calls once at
+    construction and once per step), and numpy for the arithmetic."""
+
+    def __init__(self, optimizer, d_model, warmup_steps, factor=1.0):
+        self.current_step = 0
+        self.d_model, self.warmup_steps, self.factor = d_model, warmup_steps, factor
+        super().__init__(optimizer)
+
+    def get_lr(self):
+        self.current_step += 1
+        s = self.current_step
+        rate = self.factor * float(np.power(self.d_model, -0.5) * np.minimum(np.power(s, -0.5),
+                                                                            s * np.power(self.warmup_steps, -1.5)))
+        return [rate] * len(self.optimizer.param_groups)
 
 
 class NoamFromStepCount(LRScheduler):
@@ -506,7 +524,7 @@ CATALOGUE: dict[str, Catalogue] = {
             Mutant("wraps_the_reference", NoamWrapsTheReference,
                    r"your code calls course_utils\.reference's own NoamScheduler"),
         ],
-        correct=[NoamFromStepCount, NoamViaLambdaLR, NoamChainable],
+        correct=[NoamFromStepCount, NoamViaLambdaLR, NoamChainable, NoamOwnCounter],
     ),
     "check_label_smoothing_loss": Catalogue(
         reference=reference.LabelSmoothingLoss,

@@ -474,6 +474,11 @@ def decode_toy_specials(*args):
     return _decode(*args, specials=(1, 2, 0))  # bos, eos, pad of chapter 7's toy tasks
 
 
+def decode_capped_by_source(model, src, max_len, bos_idx, eos_idx, pad_idx=0):
+    """Never decodes past the source's length (plus <eos>): translations are often longer."""
+    return _decode(model, src, min(max_len, src.size(1) + 1), bos_idx, eos_idx, pad_idx)
+
+
 def decode_one_list_per_sentence(model, src, max_len, bos_idx, eos_idx, pad_idx=0):
     return [_decode(model, src[i:i + 1], max_len, bos_idx, eos_idx, pad_idx)[0] for i in range(src.size(0))]
 
@@ -650,6 +655,8 @@ CATALOGUE: dict[str, Catalogue] = {
             Mutant("max_len_steps", decode_max_len_steps, r"more than max_len=7"),
             Mutant("without_bos", decode_without_bos, r"does not start every row with <bos>"),
             Mutant("toy_specials", decode_toy_specials, r"does not start every row with <bos> \(bos_idx=2\)"),
+            Mutant("capped_by_the_source_length", decode_capped_by_source,
+                   r"stops at about the source's length \(3 tokens\)"),
             Mutant("list_per_sentence", decode_one_list_per_sentence, r"return one tensor \(B, L\)"),
             Mutant("sampling", decode_sampling, r"pad_idx=0\) on cpu (differs from the expected tokens|has shape)"),
             Mutant("wraps_the_reference", decode_wrapping_the_reference,
@@ -660,3 +667,32 @@ CATALOGUE: dict[str, Catalogue] = {
 }
 
 BUG = Bug("train_epoch_solution", "        scheduler.step()\n", "")
+
+
+# --------------------------------------------------------------------------------------
+# Code that works on the CPU only: rejected on a GPU, and under checks' fake_accelerator()
+# --------------------------------------------------------------------------------------
+
+
+def decode_start_on_the_cpu(model, src, max_len, bos_idx, eos_idx, pad_idx=0):
+    """Starts from a <bos> column created without device=."""
+    src_mask = create_padding_mask(src, pad_idx)
+    memory = model.encode(src, src_mask)
+    ys = torch.full((src.size(0), 1), bos_idx, dtype=torch.long)
+    finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
+    for _ in range(max_len - 1):
+        states = model.decode(ys, memory, src_mask, create_causal_mask(ys.size(1), device=src.device))
+        token = model.generator(states[:, -1]).argmax(-1).masked_fill(finished, pad_idx)
+        ys = torch.cat([ys, token[:, None]], dim=1)
+        finished |= token == eos_idx
+        if finished.all():
+            break
+    return ys
+
+
+DEVICE_MUTANTS: dict[str, list[Mutant]] = {
+    "check_greedy_decode": [
+        Mutant("start_on_the_cpu", decode_start_on_the_cpu,
+               r"raised RuntimeError(.|\n)*Hint: a tensor your code created is on another device than the inputs"),
+    ],
+}
