@@ -30,6 +30,7 @@ def stream_text(model: nn.Module, tokenizer: Any, prompt: str = "\n", max_new_to
     ``sample`` and ``attend`` are your ``sample_next_token`` and ``cached_attention`` in the chapter.
     ``on_text`` defaults to printing without a newline. Returns the prompt followed by the new text.
     """
+    printing = on_text is None
     if on_text is None:
         def on_text(piece: str) -> None:
             sys.stdout.write(piece)
@@ -45,7 +46,8 @@ def stream_text(model: nn.Module, tokenizer: Any, prompt: str = "\n", max_new_to
         piece = tokenizer.decode(token[0].tolist())
         pieces.append(piece)
         on_text(piece)
-    on_text("\n")
+    if printing:
+        print(flush=True)
     return "".join(pieces)
 
 

@@ -198,9 +198,15 @@ def train_gpt(model: nn.Module, train_data: Tensor, val_data: Tensor, preset: GP
     generator = torch.Generator().manual_seed(preset.seed)
     sample_fn = sample_fn or (lambda m, prompt, n: generate_cached(m, prompt, n, temperature=0.8))
     result = TrainLog()
-    bar = tqdm(total=preset.max_steps if preset.max_seconds is None else round(preset.max_seconds),
-               desc="training", unit="step" if preset.max_seconds is None else "s", disable=not progress,
-               leave=False, dynamic_ncols=True, file=sys.stderr)
+    timed = preset.max_seconds is not None
+    # On stdout, like the evaluation lines (a notebook keeps stderr for errors and warnings); tqdm.write
+    # prints those lines above the bar instead of through it.
+    bar = tqdm(total=round(preset.max_seconds) if timed else preset.max_steps, desc="training",
+               unit="s" if timed else "step", disable=not progress, leave=False, dynamic_ncols=True,
+               file=sys.stdout, bar_format="{l_bar}{bar}| {n:.0f}/{total} {unit} [{elapsed}<{remaining}{postfix}]")
+    if progress:
+        plain_log = log
+        log = lambda message: tqdm.write(message, file=sys.stdout) if plain_log is print else plain_log(message)  # noqa: E731
     next_eval = next_sample = 0.0
 
     def evaluate(step: int) -> None:
@@ -257,7 +263,7 @@ def train_gpt(model: nn.Module, train_data: Tensor, val_data: Tensor, preset: GP
         result.losses.append(loss.item())
         elapsed = time.perf_counter() - start
         result.train_seconds += elapsed
-        bar.update(1 if preset.max_seconds is None else elapsed)
+        bar.update(elapsed if timed else 1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)
     bar.close()
     result.steps = step
