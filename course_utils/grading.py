@@ -1,23 +1,29 @@
-"""``make grade CHAPTER=<id>``: autograde one chapter for the whole class and print the scores.
+"""``make grade CHAPTER=<id>|all``: autograde a class over several worker processes, print the scores.
 
 Run from the course root (where ``nbgrader_config.py`` is)::
 
     python -m course_utils.grading 01_attention            # grade new submissions, print the table
+    python -m course_utils.grading all -j 4                # every chapter, 4 submissions at a time
     python -m course_utils.grading 01_attention --force    # regrade everyone (e.g. after fixing a test)
+    python -m course_utils.grading 01_attention --force --student=alice,bob
     python -m course_utils.grading 01_attention --Execute.timeout=300   # any other nbgrader option
 
-It finds every student with a submission in ``submitted/<student>/<chapter>/``, records the
-chapter in the gradebook if ``nbgrader generate_assignment`` has not done so yet, runs
-``nbgrader autograde <chapter>`` once for all of them (nbgrader carries on past a
-submission that fails and reports it at the end), then prints one row per student: the
-score, the maximum, the points of each grade cell, and notes that call for a look in the
-formgrader (a cell that hit the time limit, a grade cell that had to be put back, a
-submission nbgrader could not grade). It exits with status 1 when a submission was left
-ungraded.
+It finds every student with a submission in ``submitted/<student>/<chapter>/``, records each
+chapter in the gradebook if ``nbgrader generate_assignment`` has not done so yet, grades the
+submissions that have no autograded copy yet (all of them with ``--force``) with nbgrader's
+own autograder over ``-j`` worker processes (:mod:`course_utils.grading_parallel`: each
+result is merged into ``gradebook.db`` as it arrives, so an interrupted run resumes where it
+stopped), then prints one row per student: the score, the maximum, the points of each grade
+cell, and notes that call for a look in the formgrader (a cell that hit the time limit, a
+grade cell that had to be put back, two ids that look like one student, a submission that could
+not be graded and why). It exits with status 1 when a submission was left ungraded, 130 when
+interrupted.
 
-This module also holds :class:`BoundedExecute`, the execution step that
-``nbgrader_config.py`` puts in place of nbgrader's own, so that a submission stuck in
-compiled code cannot stop the batch. See ``docs/instructors.md``.
+This module also holds the preprocessors that ``nbgrader_config.py`` puts into nbgrader's
+pipeline: :class:`BoundedExecute` (a submission stuck in compiled code cannot stop the batch),
+:class:`MissingCellsOverwriteCells` (a deleted exercise and grade cell do not fail the whole
+submission) and the :data:`HARMLESS_STDERR` pattern (warnings on stderr do not cost points).
+See ``docs/instructors.md``.
 """
 
 from __future__ import annotations
