@@ -17,6 +17,8 @@ from tests.browser.servers import Server
 
 #: Playwright's per-action limit, in ms: the machine may be busy with the rest of the suite.
 TIMEOUT_MS = 60_000
+#: The main area's current tab.
+CURRENT_TAB = "#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current"
 #: A cell's prompt once it has run: ``[3]:``.
 _DONE = re.compile(r"^\[(\d+)\]:$")
 
@@ -29,8 +31,9 @@ def new_tab(browser: Any) -> Any:
 
 
 def open_lab(page: Any, server: Server) -> None:
-    """Load JupyterLab and wait until its file browser lists the workspace."""
-    page.goto(server.url("/lab"))
+    """Load JupyterLab with a fresh layout (``?reset``: no tabs restored from an earlier visit) and
+    wait until its file browser lists the workspace."""
+    page.goto(server.url("/lab?reset"))
     page.locator(".jp-DirListing-item").first.wait_for()
 
 
@@ -41,6 +44,7 @@ def open_from_file_browser(page: Any, *path: str) -> "Notebook":
         page.locator(".jp-DirListing-item", has=page.locator(".jp-DirListing-itemText", has_text=re.compile(
             rf"^{re.escape(part)}$"))).dblclick()
     notebook = Notebook(page, path[-1])
+    page.locator(CURRENT_TAB, has_text=path[-1]).wait_for()  # not the notebook shown before
     notebook.cells.first.wait_for()
     return notebook
 
@@ -92,11 +96,10 @@ class Notebook:
         return "\n".join(outputs.all_inner_texts())
 
     def save(self) -> None:
-        """Ctrl+S, then wait until the document is no longer marked as changed."""
-        self.panel.locator(".jp-Notebook").click(position={"x": 5, "y": 5})
+        """Ctrl+S, as a student saves (the caller checks the file, which is written a moment later)."""
+        self.cell(0).click()
+        self.page.keyboard.press("Escape")
         self.page.keyboard.press("Control+s")
-        tab = self.page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty")
-        tab.wait_for(state="detached")
 
     def screenshot(self, path: Path, index: int | None = None) -> None:
         """A screenshot of the page, with cell ``index`` (its output, that is) scrolled into view."""

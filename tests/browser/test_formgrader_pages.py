@@ -42,7 +42,7 @@ def open_formgrader(page: Any, server: Server) -> Any:
     open_lab(page, server)
     page.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader").click()
     page.locator(".lm-Menu:visible .lm-Menu-itemLabel", has_text=re.compile(r"^Formgrader$")).click()
-    frame = page.frame_locator(".jp-MainAreaWidget:visible iframe")
+    frame = page.frame_locator("#jp-main-dock-panel iframe").first
     frame.locator("text=Manage Assignments").first.wait_for()
     return frame
 
@@ -50,7 +50,7 @@ def open_formgrader(page: Any, server: Server) -> Any:
 def test_formgrader_lists_chapters_with_points_and_shows_a_failing_check(
         instructor_lab: Server, instructor_course: Path, page: Any, screenshots: Path) -> None:
     frame = open_formgrader(page, instructor_lab)
-    frame.locator("a", has_text="Manage Submissions").first.click()
+    frame.locator("a", has_text="Manual Grading").first.click()  # the gradebook: scores per chapter
     rows = frame.locator("table tbody tr")
     rows.filter(has_text=CHAPTER).first.wait_for()
     page.screenshot(path=str(screenshots / "instructor-2-formgrader-chapters.png"))
@@ -64,13 +64,15 @@ def test_formgrader_lists_chapters_with_points_and_shows_a_failing_check(
     assert shown == expected, f"the formgrader's chapters and points: {shown}, the course's: {expected}"
 
     frame.locator("a", has_text=re.compile(rf"^{CHAPTER}$")).first.click()  # the assignment
+    frame.locator("th", has_text="Notebook ID").wait_for()
     frame.locator("a", has_text=re.compile(rf"^{CHAPTER}$")).first.click()  # its notebook
+    frame.locator("th", has_text="Submission ID").wait_for()
     row = frame.locator("table tbody tr", has=frame.locator("a.name-shown", has_text=re.compile(rf"^{STUDENT}$")))
     row.locator("a.name-hidden").click()  # "Submission #n": names are hidden until revealed
-    frame.locator(".output_area, .output_subarea, .output").first.wait_for()
-    body = frame.locator("body")
-    failure = body.get_by_text(MESSAGE).first
+    failure = frame.get_by_text(MESSAGE).first
+    failure.wait_for()
     failure.scroll_into_view_if_needed()
+    body = frame.locator("body")
     page.screenshot(path=str(screenshots / "instructor-3-submission.png"))
     assert MESSAGE in body.inner_text()
     assert re.search(r"(CheckFailure|AssertionError): .*do not sum to 1 over the keys", body.inner_text())

@@ -4,7 +4,8 @@ link. Links inside the workspace must be served by the lab (a link that leaves `
 for a student); anchors must name a heading of the notebook; links to PyTorch's documentation
 must be well-formed and name an object ``torch`` documents.
 
-All the notebooks are rendered in one tab, one after the other, through the file browser; a
+All the notebooks are opened in one tab, one after the other, through the file browser (and left
+open: closing one JupyterLab has marked as changed would ask whether to save it); a
 canary notebook with one of each fault goes first and must be caught, so the checks can fail.
 """
 
@@ -56,7 +57,8 @@ panel => {
   const links = [...panel.querySelectorAll('.jp-RenderedMarkdown a[href]')].map(a => ({
     text: a.textContent, raw: a.getAttribute('href'), href: a.href}));
   const ids = [...panel.querySelectorAll('[id]')].map(e => e.id);
-  return {problems, links, ids, markdown: panel.querySelectorAll('.jp-MarkdownCell').length,
+  return {problems, links, ids, math: panel.querySelectorAll('mjx-container').length,
+          markdown: panel.querySelectorAll('.jp-MarkdownCell').length,
           rendered: panel.querySelectorAll('.jp-MarkdownCell .jp-RenderedMarkdown').length};
 }
 """
@@ -131,26 +133,29 @@ def inspect(page: Any, server: Server, name: str, path: tuple[str, ...]) -> Rend
     """Open ``path`` from the file browser, let MathJax finish, and list what is wrong with it."""
     notebook = open_from_file_browser(page, *path)
     deadline = time.monotonic() + TYPESET_SECONDS
-    while True:
-        seen = notebook.panel.evaluate(INSPECT)
-        typesetting = any(p.startswith("raw LaTeX") for p in seen["problems"])
-        if (seen["rendered"] == seen["markdown"] and not typesetting) or time.monotonic() > deadline:
-            break
+    seen, before = None, None
+    while True:  # until what is seen stays the same for a second: MathJax typesets as cells render
         time.sleep(0.5)
+        seen = notebook.panel.evaluate(INSPECT)
+        summary = (seen["problems"], seen["rendered"], seen["math"])
+        if (summary == before and seen["rendered"] == seen["markdown"]) or time.monotonic() > deadline:
+            break
+        before = summary
     problems = seen["problems"] + link_problems(seen["links"], seen["ids"], server, page.request)
     if seen["rendered"] != seen["markdown"]:
         problems.append(f"{seen['markdown'] - seen['rendered']} markdown cells not rendered")
-    page.locator(".lm-TabBar-tab.jp-mod-current .lm-TabBar-tabCloseIcon").first.click()
-    for session in server.api("/api/sessions"):  # the kernel the notebook started is not needed
-        if session["path"] == "/".join(path):
-            server.api(f"/api/sessions/{session['id']}", method="DELETE")
     return Rendered(problems, seen["markdown"])
 
 
+#: One of each fault the checks look for.
 CANARY_CELLS = [
-    "# A canary\n\n![missing](no_such_picture.png)\n\n$\\frac{1}{$\n\n"
-    "[dead](../no_such_chapter/no_such_chapter.ipynb) [no page](https://pytorch.org/docs/stable/generated/torch.no_such_thing.html)\n",
+    "# A canary\n\n![missing](no_such_picture.png)\n",
+    "A formula MathJax cannot typeset: $\\frac{1}{2} \\notamacro{x}$, and TeX outside a formula: \\alpha.\n",
+    "[dead](../no_such_chapter/no_such_chapter.ipynb), [no anchor](#No-such-heading), "
+    "[no page](https://pytorch.org/docs/stable/generated/torch.no_such_thing.html)\n",
 ]
+CANARY_FINDS = ("broken image: no_such_picture.png", "LaTeX error", "raw LaTeX: \\alpha",
+                "dead link: ", "dead anchor: #No-such-heading", "PyTorch documents no torch.no_such_thing")
 
 
 @pytest.fixture(scope="module")
@@ -158,12 +163,14 @@ def rendered(student_lab: Server, student_workspace: Path, browser: Any) -> dict
     """Every chapter's notebook in the workspace, rendered in one tab; the canary first."""
     canary = student_workspace / CANARY / f"{CANARY}.ipynb"
     canary.parent.mkdir()
-    canary.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+    kernel = json.loads(release_notebook(chapters()[0]).read_text(encoding="utf-8"))["metadata"]
+    canary.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": kernel, "cells": [
         {"cell_type": "markdown", "id": "canary", "metadata": {}, "source": text} for text in CANARY_CELLS]}))
     page = new_tab(browser)
+    results: dict[str, Rendered] = {}
     try:
         open_lab(page, student_lab)
-        results = {CANARY: inspect(page, student_lab, CANARY, (CANARY, canary.name))}
+        results[CANARY] = inspect(page, student_lab, CANARY, (CANARY, canary.name))
         canary.unlink()
         canary.parent.rmdir()
         for chapter in chapters():
@@ -177,13 +184,15 @@ def rendered(student_lab: Server, student_workspace: Path, browser: Any) -> dict
             results[chapter] = inspect(page, student_lab, chapter, (chapter, f"{chapter}.ipynb"))
     finally:
         page.context.close()
+        for session in student_lab.api("/api/sessions"):  # the kernels the notebooks started
+            if session["path"].split("/")[0] in results:
+                student_lab.api(f"/api/sessions/{session['id']}", method="DELETE")
     return results
 
 
 def test_the_checks_catch_each_fault(rendered: dict[str, Rendered]) -> None:
     problems = "\n".join(rendered[CANARY].problems)
-    for expected in ("broken image: no_such_picture.png", "LaTeX error", "dead link: ../no_such_chapter",
-                     "PyTorch documents no torch.no_such_thing"):
+    for expected in CANARY_FINDS:
         assert expected in problems, f"the canary's {expected!r} was not caught:\n{problems}"
 
 
