@@ -172,9 +172,10 @@ def _run_worker(workspace: Path, chapters: list[str], forced: set[str], fingerpr
             process.wait()
         if finished and process.returncode == 0:
             return
-        if last_step is None:
-            raise RuntimeError(f"course_utils.yours: the checking process failed (exit code {process.returncode})")
+        if last_step is None or f"{last_step[1]}:{last_step[2]}" in hung:
+            raise RuntimeError(f"the checking process failed (exit code {process.returncode})")
         hung.append(f"{last_step[1]}:{last_step[2]}")
+    raise RuntimeError("the checking process was stopped too many times")
 
 
 def _all_reference(names: tuple[str, ...], reason: str, start: float) -> Pieces:
@@ -213,20 +214,26 @@ def your_pieces(*names: str, reference: Iterable[str] | bool = (), show: bool = 
             for chapter in reachable:
                 resolver.resolve(chapter)
         except Missing:
-            _run_worker(workspace, reachable, forced, resolver.fingerprint)
-            resolver = Resolver(workspace, forced, run_checks=False, known=_KNOWN, modules=_MODULES,
-                                fingerprint=resolver.fingerprint)
-            for chapter in reachable:
-                resolver.resolve(chapter)
-        rows, objects = [], []
+            try:
+                _run_worker(workspace, reachable, forced, resolver.fingerprint)
+                resolver = Resolver(workspace, forced, run_checks=False, known=_KNOWN, modules=_MODULES,
+                                    fingerprint=resolver.fingerprint)
+                for chapter in reachable:
+                    resolver.resolve(chapter)
+            except (RuntimeError, Missing) as error:
+                pieces = _all_reference(names, f"your notebooks could not be checked: {error}", start)
+                if show:
+                    print(pieces.table())
+                return pieces
+        rows = []
         shown = [n for c in reachable for n in catalogue()[c].pieces if reference_object(n) is not None]
         for name in dict.fromkeys([*shown, *names]):
             chapter = chapter_of(name)
             if chapter not in reachable:
                 rows.append(Row(name, chapter, REFERENCE, "this chapter's or a later one's exercise"))
             else:
-                whose, why = resolver.whose(name)
-                rows.append(Row(name, chapter, whose, why))
+                kind, why = resolver.whose(name)
+                rows.append(Row(name, chapter, kind, why))
         objects = [resolver.obj(name) if chapter_of(name) in reachable else reference_object(name) for name in names]
         notes = [note for c in reachable for note in resolver.results[c].notes]
         pieces = Pieces(objects, rows, notes, time.perf_counter() - start)

@@ -128,7 +128,9 @@ def failure_reason(error: BaseException) -> str:
     if "not implemented yet" in line:
         return "not written yet"
     if isinstance(error, AssertionError):
-        return f"fails its check: {line}"
+        # The check's diagnosis, when it has one, says more than the numbers: keep it on the line.
+        likely = [text.strip() for text in str(error).splitlines() if text.strip().startswith("Likely mistake:")]
+        return f"fails its check: {line}" + (f" {likely[0]}" if likely and likely[0] not in line else "")
     return f"its check raised {type(error).__name__}: {line}"
 
 
@@ -281,8 +283,8 @@ class Resolver:
                 if grade_id not in student.cells:
                     continue
                 if f"{key}:cell {grade_id}" in self.hung:
-                    cell_errors[grade_id] = (f"your cell {grade_id} did not finish when run (stopped after "
-                                             f"the time limit: an endless loop in compiled code?)")
+                    cell_errors[grade_id] = (f"your cell {grade_id} did not finish when run: it stopped the "
+                                             f"checking process (an endless loop in compiled code, or a crash)")
                     result.skip_cells.append(grade_id)
                     continue
                 self.on_step(spec.id, key, f"cell {grade_id}")
@@ -299,7 +301,8 @@ class Resolver:
             reason = self._reason_before_check(names, student, namespace, before, cell_errors, missing_cells)
             if reason is None:
                 if f"{key}:check {cell.grade_id}" in self.hung:
-                    reason = "its check did not finish (stopped after the time limit: an endless loop in compiled code?)"
+                    reason = ("its check did not finish: it stopped the checking process (an endless loop in "
+                              "compiled code, or a crash)")
                 else:
                     self.on_step(spec.id, key, f"check {cell.grade_id}")
                     reason = self._run_check(cell.source, namespace, cell.grade_id)
