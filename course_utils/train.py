@@ -20,6 +20,16 @@ Any setting can be overridden, e.g. ``--epochs 2 --max-minutes 5 --out /tmp/run`
 chapter 09 notebook trains the student's own model with the ``cpu`` preset's settings, and
 can load a checkpoint written here instead (:func:`load_checkpoint`).
 
+The same command runs on several processes or machines under PyTorch's launcher, data-parallel
+(:mod:`course_utils.distributed`; the README's "Training on several processes or machines")::
+
+    torchrun --standalone --nproc_per_node=2 -m course_utils.train --preset cpu
+
+Each process trains on its own share of every step's batches (``max_tokens`` positions each, so
+a step's global batch is ``nproc * max_tokens``), the gradients are averaged per real target
+token over all of them, rank 0 decides when the time is up, and only rank 0 evaluates, logs and
+writes the checkpoint, which loads in a single process like any other.
+
 The recipe is the paper's (section 5), scaled down: Adam with betas (0.9, 0.98) and eps
 1e-9, the warm-up / inverse-square-root learning rate schedule of chapter 8, label smoothing
 0.1, dropout (except in the short ``cpu`` run, see :data:`PRESETS`) and gradient clipping;
@@ -40,7 +50,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,15 +58,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from course_utils.data.batching import TokenBatches, encode_split
-from course_utils.data.multi30k import load_multi30k
+from course_utils import distributed
+from course_utils.data.batching import EncodedSplit, TokenBatches, encode_split
+from course_utils.data.multi30k import Multi30k, ParallelSplit, load_multi30k
 from course_utils.data.vocab import PAD_IDX, Vocab
 from course_utils.device import cpu_name, default_device
 from course_utils.reference.label_smoothing import LabelSmoothingLoss
 from course_utils.reference.schedule import NoamScheduler
 
-__all__ = ["PRESETS", "Checkpoint", "Preset", "build_model", "load_checkpoint", "main", "make_criterion",
-           "make_optimizer", "train"]
+__all__ = ["PRESETS", "Checkpoint", "Preset", "PreparedData", "ShardedTokenBatches", "build_model", "load_checkpoint",
+           "main", "make_criterion", "make_optimizer", "prepare_data", "train"]
 
 #: Where runs are written by default (git-ignored), one folder per preset.
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -211,17 +222,74 @@ def for_training(model: nn.Module, preset: Preset, device: torch.device | str) -
     return Autocast(model, device.type) if preset.bf16 and bf16_is_fast(device) else model
 
 
-def time_limited(batches: Iterable[tuple[Tensor, Tensor]], deadline: float | None) -> Iterator[tuple[Tensor, Tensor]]:
-    """``batches``, cut short once ``time.perf_counter()`` passes ``deadline``."""
+def time_limited(batches: Iterable[tuple[Tensor, Tensor]], deadline: float | None,
+                 decide: Callable[[bool], bool] = bool) -> Iterator[tuple[Tensor, Tensor]]:
+    """``batches``, cut short once ``time.perf_counter()`` passes ``deadline``.
+
+    ``decide(past_the_deadline)`` has the last word before every batch: with several processes,
+    :func:`course_utils.distributed.agree` makes every rank follow rank 0's clock, so all stop
+    at the same step.
+    """
     for batch in batches:
-        if deadline is not None and time.perf_counter() > deadline:
+        if deadline is not None and decide(time.perf_counter() > deadline):
             return
         yield batch
 
 
-def _hardware(device: torch.device) -> dict[str, Any]:
+class ShardedTokenBatches(TokenBatches):
+    """:class:`TokenBatches` whose every pass holds only this rank's share of the batches.
+
+    All ranks plan the same epoch (same seed), then each keeps every ``world_size``-th batch
+    (:func:`course_utils.distributed.shard`): equal numbers of steps on every rank, and step
+    ``s``'s global batch is batches ``s * world_size ...`` of the one-process plan. With one
+    process it is exactly :class:`TokenBatches`.
+    """
+
+    def __init__(self, *args: Any, ctx: distributed.Context, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ctx = ctx
+
+    def plan(self, epoch: int | None = None) -> list[list[int]]:
+        return distributed.shard(super().plan(epoch), self.ctx)
+
+
+@dataclass
+class PreparedData:
+    """The corpus, the splits a preset uses, its vocabularies and the encoded data."""
+
+    corpus: Multi30k
+    train_split: ParallelSplit
+    val_split: ParallelSplit
+    test_split: ParallelSplit
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    train_data: EncodedSplit
+    val_data: EncodedSplit
+
+
+def prepare_data(preset: Preset, corpus: Multi30k | None = None) -> PreparedData:
+    """Load Multi30k (unless ``corpus`` is given), take the preset's subsets, build the vocabularies
+    on the training pairs, encode.
+
+    Deterministic (no random numbers drawn), so every process of a job gets the same data.
+    """
+    corpus = corpus if corpus is not None else load_multi30k()
+    train_split = corpus.train.subset(preset.train_subset) if preset.train_subset else corpus.train
+    test_split = corpus.test.subset(preset.eval_subset) if preset.eval_subset else corpus.test
+    val_split = corpus.val.subset(preset.eval_subset) if preset.eval_subset else corpus.val
+    src_vocab = Vocab.build(train_split.de_tokens, preset.min_freq, preset.lowercase)
+    tgt_vocab = Vocab.build(train_split.en_tokens, preset.min_freq, preset.lowercase)
+    return PreparedData(corpus, train_split, val_split, test_split, src_vocab, tgt_vocab,
+                        train_data=encode_split(train_split, src_vocab, tgt_vocab, long="drop"),
+                        val_data=encode_split(val_split, src_vocab, tgt_vocab, long="truncate"))
+
+
+def _hardware(device: torch.device, ctx: distributed.Context | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {"device": device.type, "torch_threads": torch.get_num_threads(),
                             "cpu_count": os.cpu_count(), "cpu": cpu_name(), "platform": platform.platform()}
+    if ctx is not None and ctx.is_distributed:
+        info["processes"] = ctx.world_size  # on this machine: LOCAL_WORLD_SIZE of them
+        info["processes_on_this_machine"] = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -248,13 +316,13 @@ def _progress(total: int | None, description: str, enabled: bool):
 
 def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
           device: torch.device | str | None = None, progress: bool = True,
-          log=print, bleu_every_epoch: int = 0) -> dict[str, Any]:
+          log=print, bleu_every_epoch: int = 0, ctx: distributed.Context | None = None) -> dict[str, Any]:
     """Run a whole preset: data, vocabularies, training, evaluation, checkpoint and metrics.
 
     Args:
         preset: the settings.
         out_dir: where ``model.pt`` and ``metrics.json`` go (default ``checkpoints/<name>``).
-        device: default CUDA when present, else the CPU.
+        device: default CUDA when present, else the CPU (ignored with ``ctx``: its device).
         progress: show tqdm progress bars (on stderr).
         log: where the one-line progress reports go.
         bleu_every_epoch: if N > 0, after every epoch translate the first N validation sentences
@@ -262,9 +330,12 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
             ``val_bleu``: a quality-against-time curve (``benchmarks/quality_per_minute.py``). The
             scoring time is left out of the training clock and pushes the time limit back by as
             much, so the training itself is the same as without it.
+        ctx: this process's place in a ``torchrun`` job (:func:`course_utils.distributed.session`);
+            default one process. Every rank trains; only rank 0 logs, shows progress, evaluates
+            and writes files.
 
     Returns:
-        the metrics (also written to ``metrics.json``).
+        the metrics (also written to ``metrics.json``); ``{}`` on ranks other than 0.
     """
     from course_utils.evaluation import evaluate_translation
     from course_utils.reference.beam_search import beam_search
@@ -272,35 +343,41 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
     from course_utils.reference.translation import evaluate_loss, train_epoch
 
     started = time.perf_counter()
-    device = torch.device(device) if device is not None else default_device()
+    ctx = ctx if ctx is not None else distributed.single_process(device)
+    device = ctx.device
+    if not ctx.is_main:
+        log, progress = (lambda message: None), False
     out = Path(out_dir) if out_dir is not None else CHECKPOINT_DIR / preset.name
     torch.manual_seed(preset.seed)
     if preset.threads is not None:
         torch.set_num_threads(preset.threads)
 
-    corpus = load_multi30k()
+    with distributed.main_first(ctx):  # one process per machine tokenizes; the others read its cache
+        data = prepare_data(preset)
+    corpus, test_split, val_split = data.corpus, data.test_split, data.val_split
+    src_vocab, tgt_vocab, train_data, val_data = data.src_vocab, data.tgt_vocab, data.train_data, data.val_data
     log(f"data: {'cache' if corpus.from_cache else 'tokenized with spaCy'} in {corpus.seconds:.2f} s")
-    train_split = corpus.train.subset(preset.train_subset) if preset.train_subset else corpus.train
-    test_split = corpus.test.subset(preset.eval_subset) if preset.eval_subset else corpus.test
-    val_split = corpus.val.subset(preset.eval_subset) if preset.eval_subset else corpus.val
-    src_vocab = Vocab.build(train_split.de_tokens, preset.min_freq, preset.lowercase)
-    tgt_vocab = Vocab.build(train_split.en_tokens, preset.min_freq, preset.lowercase)
-    train_data = encode_split(train_split, src_vocab, tgt_vocab, long="drop")
-    val_data = encode_split(val_split, src_vocab, tgt_vocab, long="truncate")
     log(f"vocabularies: {len(src_vocab):,} German, {len(tgt_vocab):,} English types; "
         f"train: {train_data.summary()}")
 
     model = build_model(preset, len(src_vocab), len(tgt_vocab)).to(device)
-    trained = for_training(model, preset, device)  # the same weights, maybe a bfloat16 forward
+    distributed.seed_per_rank(preset.seed, ctx)  # same initial weights everywhere, own dropout masks
+    # The same weights, maybe a bfloat16 forward, in DDP when several processes share the work.
+    fast = for_training(model, preset, device)
+    trained = distributed.wrap(fast, ctx)
+    bf16 = fast is not model
     parameters = sum(p.numel() for p in model.parameters())
     optimizer, scheduler = make_optimizer(model, preset)
-    criterion = make_criterion(preset)
-    batches = TokenBatches(train_data.pairs, preset.max_tokens, shuffle=True, seed=preset.seed, device=device)
+    criterion = distributed.TokenMeanLoss(make_criterion(preset), PAD_IDX, ctx)
+    batches = ShardedTokenBatches(train_data.pairs, preset.max_tokens, shuffle=True, seed=preset.seed, device=device,
+                                  ctx=ctx)
     val_batches = TokenBatches(val_data.pairs, preset.max_tokens, shuffle=False, device=device)
-    log(f"model: {parameters:,} parameters on {device.type}; {len(batches)} batches per epoch "
+    per_epoch = (f"{len(batches)} batches per epoch" if not ctx.is_distributed else
+                 f"{len(batches)} steps per epoch on each of {ctx.describe()}, one batch each per step")
+    log(f"model: {parameters:,} parameters on {device.type}; {per_epoch} "
         f"({batches.padding_fraction():.1%} padding); peak lr {preset.peak_lr():.2e} at step "
-        f"{preset.warmup_steps}; {'bfloat16' if trained is not model else 'float32'} forward pass; "
-        f"{torch.get_num_threads()} threads")
+        f"{preset.warmup_steps}; {'bfloat16' if bf16 else 'float32'} forward pass; "
+        f"{torch.get_num_threads()} threads" + (" per process" if ctx.is_distributed else ""))
 
     history: list[dict[str, Any]] = []
     best_state, best_val = None, math.inf
@@ -309,6 +386,8 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
     not_training = 0.0  # seconds spent on optional per-epoch BLEU scoring, left out of the clock
     bleu_split = val_split.subset(min(bleu_every_epoch, len(val_split))) if bleu_every_epoch > 0 else None
     steps, stopped_early = 0, False
+    train_tokens, step_seconds = 0, 0.0  # real target tokens of every rank; time spent in train_epoch
+    decide = functools.partial(distributed.agree, ctx=ctx)  # rank 0's clock rules every rank
     for epoch in range(1, preset.epochs + 1):
         bar = _progress(len(batches), f"epoch {epoch}/{preset.epochs}", progress)
         losses: list[float] = []
@@ -318,15 +397,27 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
 
-        train_loss = train_epoch(trained, time_limited(batches, deadline), optimizer, scheduler, criterion, PAD_IDX,
-                                 preset.clip_norm, on_step=on_step)
+        criterion.reset()
+        epoch_start = time.perf_counter()
+        train_loss = train_epoch(trained, time_limited(batches, deadline, decide), optimizer, scheduler, criterion,
+                                 PAD_IDX, preset.clip_norm, on_step=on_step)
+        epoch_seconds = time.perf_counter() - epoch_start
         bar.close()
+        if ctx.is_distributed:  # train_epoch saw this rank's tokens only; the criterion saw them all
+            train_loss = criterion.mean()
         steps += len(losses)
+        train_tokens += criterion.tokens
+        step_seconds += epoch_seconds
+        if not ctx.is_main:  # only rank 0 evaluates; the others go on to the next epoch's first step
+            if deadline is not None and decide(False):
+                break
+            continue
         val_loss = evaluate_loss(model, val_batches, PAD_IDX)
         record = {"epoch": epoch, "steps": steps, "train_loss": round(train_loss, 4),
                   "val_loss": round(val_loss, 4), "val_perplexity": round(math.exp(val_loss), 3),
                   "lr": optimizer.param_groups[0]["lr"],
                   "minutes": round((time.perf_counter() - train_start - not_training) / 60, 2),
+                  "train_seconds": round(epoch_seconds, 2), "target_tokens": criterion.tokens,
                   "batch_losses": [round(x, 4) for x in losses]}
         history.append(record)
         log(f"epoch {epoch}: train loss {train_loss:.3f} (label-smoothed), val loss {val_loss:.3f}, "
@@ -345,10 +436,12 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
                 deadline += scoring
         if val_loss < best_val:
             best_val, best_state = val_loss, copy.deepcopy(model.state_dict())
-        if deadline is not None and time.perf_counter() > deadline:
+        if deadline is not None and decide(time.perf_counter() > deadline):
             stopped_early = epoch < preset.epochs or len(losses) < len(batches)
             log(f"time limit of {preset.max_minutes} min reached after {steps} steps")
             break
+    if not ctx.is_main:
+        return {}
     train_seconds = time.perf_counter() - train_start - not_training
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -387,12 +480,16 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
         "steps": steps,
         "stopped_by_time_limit": stopped_early,
         "parameters": parameters,
-        "training_precision": "bfloat16 autocast (forward)" if trained is not model else "float32",
+        "processes": {"world_size": ctx.world_size, "backend": ctx.backend,
+                      "step_max_tokens": ctx.world_size * preset.max_tokens},
+        "train_target_tokens": train_tokens,
+        "train_tokens_per_second": round(train_tokens / step_seconds, 1) if step_seconds else None,
+        "training_precision": "bfloat16 autocast (forward)" if bf16 else "float32",
         "vocab_sizes": {"de": len(src_vocab), "en": len(tgt_vocab)},
         "data": {"prepare_seconds": round(corpus.seconds, 2), "from_cache": corpus.from_cache,
                  "train_pairs": len(train_data), "dropped_too_long": train_data.dropped,
                  "train_padding_fraction": round(batches.padding_fraction(), 4)},
-        "hardware": _hardware(device),
+        "hardware": _hardware(device, ctx),
         "versions": _versions(),
         "config": dataclasses.asdict(preset),
         "examples": [{"de": test_split.de[i], "en": test_split.en[i], "greedy": greedy.detokenized[i],
@@ -476,6 +573,9 @@ def _parse(argv: Sequence[str] | None) -> tuple[Preset, argparse.Namespace]:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default checkpoints/<preset>)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MINUTES, metavar="MIN",
+                        help="under torchrun: how long a process waits for the others at each step before "
+                             f"giving up (default {distributed.DEFAULT_TIMEOUT_MINUTES:g} minutes)")
     parser.add_argument("--bleu-every-epoch", type=int, default=0, metavar="N",
                         help="after every epoch, record the BLEU of the first N validation sentences "
                              "(greedy; not counted as training time); default 0: off")
@@ -502,9 +602,12 @@ def _bool(text: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     preset, args = _parse(argv)
     changed = {k: v for k, v in dataclasses.asdict(preset).items() if v != getattr(PRESETS[preset.name], k)}
-    print(f"preset {preset.name}" + (f" with {changed}" if changed else ""), flush=True)
-    train(preset, args.out, device=args.device, progress=not args.no_progress,
-          log=lambda message: print(message, flush=True), bleu_every_epoch=args.bleu_every_epoch)
+    # Without torchrun, session() is a single process on args.device, exactly as before it existed.
+    with distributed.session(args.device, args.dist_timeout) as ctx:
+        ctx.log(f"preset {preset.name}" + (f" with {changed}" if changed else "")
+                + (f"; {ctx.describe()}" if ctx.is_distributed else ""))
+        train(preset, args.out, progress=not args.no_progress, log=ctx.log,
+              bleu_every_epoch=args.bleu_every_epoch, ctx=ctx)
     return 0
 
 
