@@ -75,22 +75,6 @@ def _cell_results(course: Path, chapter: str) -> dict[str, Any]:
     return results
 
 
-@pytest.mark.xdist_group("graded_class")
-def test_parallel_grading_writes_what_stock_nbgrader_writes(
-        graded_class: tuple[Path, dict[str, Any]], stock_class: tuple[Path, dict[str, Any]]) -> None:
-    parallel, stock = graded_class[0], stock_class[0]
-    expected = _gradebook_snapshot(stock, SAMPLE_CHAPTER)
-    assert len(expected) >= 15, stock_class[1]["output"]  # the whole sample class is in it
-    assert _gradebook_snapshot(parallel, SAMPLE_CHAPTER) == expected
-    stock_cells = _cell_results(stock, SAMPLE_CHAPTER)
-    assert _cell_results(parallel, SAMPLE_CHAPTER) == stock_cells
-    # Both failed on exactly the same hand-ins, and graded the others.
-    assert sorted(stock_cells) == sorted(set(expected) - {"no_notebook", "not_json"})
-    print(f"\nchapter 01 sample class ({len(expected)} submissions): stock nbgrader "
-          f"{stock_class[1]['seconds']:.0f} s; make grade CHAPTER=all -j 2 graded the whole class in "
-          f"{graded_class[1]['first']['seconds']:.0f} s")
-
-
 # --------------------------------------------------------------------------------------
 # Interruptions
 # --------------------------------------------------------------------------------------
@@ -117,7 +101,6 @@ def _wait_for(condition: Any, seconds: float, what: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.xdist_group("interrupt")
 def test_interrupted_runs_lose_nothing_and_resume(tmp_path: Path) -> None:
     course = copy_course(tmp_path)
     chapter, students = "03_feed_forward", ("perfect", "blank", "buggy")
@@ -126,9 +109,11 @@ def test_interrupted_runs_lose_nothing_and_resume(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "course_utils.grading", chapter, "--no-progress", *GRADE_OPTIONS]
     graded = lambda: sorted(p.parts[-3] for p in (course / "autograded").glob(f"*/{chapter}/{chapter}.ipynb"))  # noqa: E731
 
-    # 1. Ctrl-C once the first submission is in: it stays, the rest is left for later.
+    # 1. Ctrl-C once the first submission is in: it stays, the rest is left for later. (A
+    # pytest-xdist worker ignores SIGINT, and a child inherits that: give it back its default.)
     run = subprocess.Popen([*command, "-j", "1"], cwd=course, env=grading_env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+                           stderr=subprocess.STDOUT, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(lambda: graded() or run.poll() is not None, 300, "the first graded submission")
     run.send_signal(signal.SIGINT)
     output = run.communicate(timeout=120)[0]
@@ -199,3 +184,19 @@ def test_anything_else_on_stderr_still_scores_zero(text: str) -> None:
 def test_duplicate_student_ids_are_flagged() -> None:
     assert duplicate_ids(["alice", "Alice", "bob", "carol ", "Carol"]) == {
         "alice": ["Alice"], "Alice": ["alice"], "carol ": ["Carol"], "Carol": ["carol "]}
+
+
+# Last in the file: it needs the shared class, which another worker may still be grading.
+def test_parallel_grading_writes_what_stock_nbgrader_writes(
+        graded_class: tuple[Path, dict[str, Any]], stock_class: tuple[Path, dict[str, Any]]) -> None:
+    parallel, stock = graded_class[0], stock_class[0]
+    expected = _gradebook_snapshot(stock, SAMPLE_CHAPTER)
+    assert len(expected) >= 15, stock_class[1]["output"]  # the whole sample class is in it
+    assert _gradebook_snapshot(parallel, SAMPLE_CHAPTER) == expected
+    stock_cells = _cell_results(stock, SAMPLE_CHAPTER)
+    assert _cell_results(parallel, SAMPLE_CHAPTER) == stock_cells
+    # Both failed on exactly the same hand-ins, and graded the others.
+    assert sorted(stock_cells) == sorted(set(expected) - {"no_notebook", "not_json"})
+    print(f"\nchapter 01 sample class ({len(expected)} submissions): stock nbgrader "
+          f"{stock_class[1]['seconds']:.0f} s; make grade CHAPTER=all -j 2 graded the whole class in "
+          f"{graded_class[1]['first']['seconds']:.0f} s")

@@ -15,8 +15,6 @@ from nbgrader.api import Gradebook
 from course_utils.course import grade_cells, nbgrader_meta, source_notebook
 from tests.support import CHAPTERS
 
-pytestmark = pytest.mark.xdist_group("graded_class")
-
 
 @pytest.fixture(scope="module")
 def graded(graded_class: tuple[Path, dict[str, Any]]) -> Path:

@@ -28,8 +28,6 @@ from nbgrader.api import Gradebook
 from course_utils.course import grade_cells, nbgrader_meta
 from tests.grading_fixtures import GRADE_OPTIONS, TIMEOUT, grade_command
 
-pytestmark = pytest.mark.xdist_group("graded_class")
-
 CHAPTER = "01_attention"
 COURSE_ID = "build-the-transformer"  # nbgrader_config.py
 SCORES, SDPA = "scores_solution", "sdpa_solution"  # the two exercise cells
@@ -373,7 +371,6 @@ def test_the_table_shows_every_student_and_what_to_review(sample_class: SampleCl
     assert re.search(r"same student as 'Perfect'\?", rows["perfect"]), rows["perfect"]
 
 
-@pytest.mark.xdist_group("stock_class")
 def test_regrading_keeps_manual_scores_and_changes_nothing_else(
         stock_class: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     """An instructor's review, then ``make grade ... --force`` over the same gradebook."""
