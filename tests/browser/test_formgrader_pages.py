@@ -60,8 +60,6 @@ def test_formgrader_lists_chapters_with_points_and_shows_a_failing_check(
         match = re.search(r"([\d.]+) / ([\d.]+)", text)
         if cells and match:
             shown[cells[0]] = number(match.group(2))
-    expected = {c: number(str(points(instructor_course, c))) for c in chapters(instructor_course / "solutions")}
-    assert shown == expected, f"the formgrader's chapters and points: {shown}, the course's: {expected}"
 
     frame.locator("a", has_text=re.compile(rf"^{CHAPTER}$")).first.click()  # the assignment
     frame.locator("th", has_text="Notebook ID").wait_for()
@@ -76,3 +74,5 @@ def test_formgrader_lists_chapters_with_points_and_shows_a_failing_check(
     page.screenshot(path=str(screenshots / "instructor-3-submission.png"))
     assert MESSAGE in body.inner_text()
     assert re.search(r"(CheckFailure|AssertionError): .*do not sum to 1 over the keys", body.inner_text())
+    expected = {c: number(str(points(instructor_course, c))) for c in chapters(instructor_course / "solutions")}
+    assert shown == expected, f"the formgrader's chapters and points: {shown}, the course's: {expected}"

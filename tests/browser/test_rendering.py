@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -31,7 +32,11 @@ CANARY = "zz_render_canary"
 #: Faults the checks found that are reported and not yet fixed (the files are not this test's):
 #: chapter -> (a piece of the problem's text, who fixes it). A listed fault that is gone fails the
 #: test, so that the entry is removed.
-KNOWN: dict[str, list[tuple[str, str]]] = {}
+KNOWN: dict[str, list[tuple[str, str]]] = {
+    "03_feed_forward": [("PyTorch documents no torch.relu", "reported: a markdown cell of "
+                         "solutions/03_feed_forward links generated/torch.relu.html, a page PyTorch's docs do not "
+                         "have; torch.nn.functional.relu.html is the one")],
+}
 #: Seconds MathJax is given to typeset a notebook's formulas.
 TYPESET_SECONDS = 20
 
@@ -171,8 +176,7 @@ def rendered(student_lab: Server, student_workspace: Path, browser: Any) -> dict
     try:
         open_lab(page, student_lab)
         results[CANARY] = inspect(page, student_lab, CANARY, (CANARY, canary.name))
-        canary.unlink()
-        canary.parent.rmdir()
+        shutil.rmtree(canary.parent)  # with the checkpoint JupyterLab made of it
         for chapter in chapters():
             if not (student_workspace / chapter).is_dir():
                 continue  # not released yet
