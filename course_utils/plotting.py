@@ -387,12 +387,12 @@ def plot_architecture(highlight: str | Sequence[str] | None = None, title: str |
     mask_badge(dec - 1.2, 4.9, "src_mask")
     # --- the memory: the encoder's output, keys and values of every cross-attention ----
     gap = (enc + w / 2 + 0.3 + dec - w / 2 - 0.3) / 2
-    arrow((enc, 6.05 + h / 2), (dec - w / 2, 5.45), encoder | {"transformer"},
-          path=[(enc, 7.0), (gap, 7.0), (gap, 5.45)])
+    memory = encoder | decoder | {"transformer"}
+    arrow((enc, 6.05 + h / 2), (dec - w / 2, 5.45), memory, path=[(enc, 7.0), (gap, 7.0), (gap, 5.45)])
     ax.text(gap - 0.1, 7.2, "memory (B, Ls, d_model)", ha="center", va="bottom", fontsize=8.5,
-            color="black" if lit(encoder | {"transformer"}) else _ARCH_MUTED_TEXT)
+            color="black" if lit(memory) else _ARCH_MUTED_TEXT)
     ax.text(gap + 0.12, 5.7, "keys,\nvalues", ha="left", va="bottom", fontsize=7.5,
-            color="#555555" if lit(encoder | {"transformer"}) else _ARCH_MUTED_TEXT)
+            color="#555555" if lit(memory) else _ARCH_MUTED_TEXT)
     # --- the output layer ---------------------------------------------------------------
     block("generator", dec, 9.75, "linear: the generator", "ch. 7, returns logits (B, Lt, V)", "linear",
           {"transformer"})
