@@ -46,6 +46,8 @@ def open_from_file_browser(page: Any, *path: str) -> "Notebook":
     notebook = Notebook(page, path[-1])
     page.locator(CURRENT_TAB, has_text=path[-1]).wait_for()  # not the notebook shown before
     notebook.cells.first.wait_for()
+    # A student waits for the kernel before running a cell: the toolbar's indicator says "idle".
+    notebook.panel.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for()
     return notebook
 
 

@@ -180,11 +180,6 @@ def rendered(student_lab: Server, student_workspace: Path, browser: Any) -> dict
         for chapter in chapters():
             if not (student_workspace / chapter).is_dir():
                 continue  # not released yet
-            released = json.loads(release_notebook(chapter).read_text(encoding="utf-8"))
-            shown = json.loads((student_workspace / chapter / f"{chapter}.ipynb").read_text(encoding="utf-8"))
-            markdown = [c["source"] for c in released["cells"] if c["cell_type"] == "markdown"]
-            assert markdown == [c["source"] for c in shown["cells"] if c["cell_type"] == "markdown"], \
-                f"{chapter}: the workspace's copy no longer has the release's text"
             results[chapter] = inspect(page, student_lab, chapter, (chapter, f"{chapter}.ipynb"))
     finally:
         page.context.close()
