@@ -56,11 +56,12 @@ def generation_panel(model: nn.Module, tokenizer: Any, *, sample: Callable[..., 
     """An ipywidgets panel around :func:`stream_text`; returns the widget (display it, or end a cell with it)."""
     import ipywidgets as widgets
 
+    label_style = {"description_width": "initial"}  # the default width cuts the labels short
     prompt_box = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="95%", height="60px"))
-    temperature = widgets.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description="temperature")
-    top_k = widgets.IntSlider(value=0, min=0, max=tokenizer.vocab_size, description="top-k (0: off)")
-    top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p (1: off)")
-    length = widgets.IntSlider(value=300, min=10, max=2000, step=10, description="characters")
+    temperature = widgets.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description="temperature", style=label_style)
+    top_k = widgets.IntSlider(value=0, min=0, max=tokenizer.vocab_size, description="top-k (0: off)", style=label_style)
+    top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p (1: off)", style=label_style)
+    length = widgets.IntSlider(value=300, min=10, max=2000, step=10, description="characters", style=label_style)
     button = widgets.Button(description="Generate", button_style="primary")
     text = widgets.Textarea(value="", layout=widgets.Layout(width="95%", height="320px"))
     status = widgets.Label(value="")
