@@ -40,12 +40,14 @@ KNOWN: dict[str, list[tuple[str, str]]] = {
 #: Seconds MathJax is given to typeset a notebook's formulas.
 TYPESET_SECONDS = 20
 
-#: In the page: what is wrong with the notebook in the main area, and its links.
+#: In the page: what is wrong with the notebook in the main area, and its links (the authors' links:
+#: JupyterLab's own heading permalinks, ``a.jp-InternalAnchorLink``, are left out; images are named
+#: by file, since JupyterLab rewrites their URLs).
 INSPECT = r"""
 panel => {
   const problems = [];
   for (const img of panel.querySelectorAll('img')) {
-    if (!img.complete || img.naturalWidth === 0) problems.push('broken image: ' + img.getAttribute('src'));
+    if (!img.complete || img.naturalWidth === 0) problems.push('broken image: ' + decodeURIComponent(new URL(img.src, location.href).pathname.split('/').pop()));
   }
   for (const err of panel.querySelectorAll('mjx-merror, .MathJax_Error')) {
     problems.push('LaTeX error: ' + (err.getAttribute('data-mjx-error') || err.textContent));
@@ -59,7 +61,7 @@ panel => {
       if (raw) problems.push('raw LaTeX: ' + raw[0]);
     }
   }
-  const links = [...panel.querySelectorAll('.jp-RenderedMarkdown a[href]')].map(a => ({
+  const links = [...panel.querySelectorAll('.jp-RenderedMarkdown a[href]:not(.jp-InternalAnchorLink)')].map(a => ({
     text: a.textContent, raw: a.getAttribute('href'), href: a.href}));
   const ids = [...panel.querySelectorAll('[id]')].map(e => e.id);
   return {problems, links, ids, math: panel.querySelectorAll('mjx-container').length,
