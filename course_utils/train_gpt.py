@@ -263,7 +263,8 @@ def train_gpt(model: nn.Module, train_data: Tensor, val_data: Tensor, preset: GP
         result.losses.append(loss.item())
         elapsed = time.perf_counter() - start
         result.train_seconds += elapsed
-        bar.update(elapsed if timed else 1)
+        # The last step overshoots the time budget: never move the bar past its end (tqdm warns on stderr).
+        bar.update(min(elapsed, max(bar.total - bar.n, 0)) if timed else 1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)
     bar.close()
     result.steps = step
