@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -116,3 +117,8 @@ def copy_course(destination: Path) -> Path:
     return destination
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for servers the tests start)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

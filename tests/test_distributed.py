@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from course_utils.data.batching import TokenBatches
 from course_utils.data.multi30k import load_multi30k
 from course_utils.data.vocab import PAD_IDX
 from course_utils.reference.translation import collate_batch, train_epoch
+from tests.support import free_port
 
 # The README's command: the `torchrun` script installed with torch next to this Python.
 TORCHRUN = [str(Path(sys.executable).with_name("torchrun"))]
@@ -42,11 +42,6 @@ RUN_TIMEOUT = 120  # seconds: a hung run fails the test instead of hanging the s
 # Both multi-process runs land on one xdist worker: the multi-node form is compared with the standalone run.
 pytestmark = pytest.mark.xdist_group(name="distributed")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @functools.cache

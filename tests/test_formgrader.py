@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,10 @@ from typing import Any
 
 from course_utils.course import RELEASE_DIR
 from tests.support import CHAPTERS, copy_course, run_nbgrader
+from tests.support import free_port
 
 GRADED = "01_attention"  # the chapter recorded in the gradebook
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(url: str, token: str, method: str = "GET") -> tuple[int, bytes]:
@@ -40,7 +35,7 @@ def test_formgrader_lists_the_chapters(tmp_path: Path) -> None:
     copy_course(course)
     shutil.copytree(RELEASE_DIR, course / "notebooks")
     run_nbgrader("generate_assignment", GRADED, "--force", cwd=course)
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
     # The formgrader reads nbgrader_config.py from the working directory, and the course

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from course_utils.course import RELEASE_DIR
 from course_utils.workspace import sync_workspace
 from tests.support import CHAPTERS
+from tests.support import free_port
 
 
 def test_sync_copies_every_chapter_then_never_overwrites(tmp_path: Path) -> None:
@@ -44,17 +44,12 @@ def test_sync_adds_a_new_chapter_and_keeps_the_rest(tmp_path: Path) -> None:
     assert (work / "01_a" / "01_a.ipynb").read_text(encoding="utf-8") == "student work"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_jupyterlab_serves_the_workspace(tmp_path: Path) -> None:
     """The server `make lab` starts (same command, on loopback, without a browser) lists work/."""
     work = tmp_path / "work"
     sync_workspace(RELEASE_DIR, work)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={work}", "--no-browser",
          f"--port={port}", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",

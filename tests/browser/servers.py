@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import shlex
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,15 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from course_utils.course import ROOT
+from tests.support import free_port
 
 #: Seconds a server may take to answer its first request (2 busy cores: usually 5 to 10).
 START_SECONDS = 90
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
