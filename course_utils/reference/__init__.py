@@ -23,6 +23,18 @@ from course_utils.reference.gpt import (
 )
 from course_utils.reference.label_smoothing import LabelSmoothingLoss
 from course_utils.reference.masking import create_causal_mask, create_masks, create_padding_mask
+from course_utils.reference.modern import (
+    ModernBlock,
+    ModernConfig,
+    ModernGPT,
+    RMSNorm,
+    RotaryEmbedding,
+    SwiGLU,
+    apply_rotary,
+    fused_causal_attention,
+    rotary_tables,
+    swiglu_hidden_size,
+)
 from course_utils.reference.multi_head_attention import (
     MultiHeadAttention,
     combine_heads,
@@ -42,6 +54,16 @@ __all__ = [
     "generate_cached",
     "get_batch",
     "sample_next_token",
+    "ModernBlock",
+    "ModernConfig",
+    "ModernGPT",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SwiGLU",
+    "apply_rotary",
+    "fused_causal_attention",
+    "rotary_tables",
+    "swiglu_hidden_size",
     "Decoder",
     "DecoderLayer",
     "Encoder",
