@@ -47,7 +47,6 @@ import functools
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -62,7 +61,8 @@ from course_utils import distributed
 from course_utils.data.batching import EncodedSplit, TokenBatches, encode_split
 from course_utils.data.multi30k import Multi30k, ParallelSplit, load_multi30k
 from course_utils.data.vocab import PAD_IDX, Vocab
-from course_utils.device import cpu_name, default_device
+from course_utils.cli import hardware_info, library_versions, parse_bool
+from course_utils.device import default_device
 from course_utils.reference.label_smoothing import LabelSmoothingLoss
 from course_utils.reference.schedule import NoamScheduler
 
@@ -97,6 +97,10 @@ class Preset:
     epochs: int = 10
     max_minutes: float | None = None
     """Stop training (mid-epoch if need be) once this much time has passed."""
+    cooldown: float = 0.0
+    """With ``max_minutes``: over this last fraction of the time budget the learning rate falls
+    linearly to 0 (the schedule's own rate times ``remaining / (cooldown * budget)``): a cool-down
+    to the end of the budget, whatever the machine's speed (:class:`TimedCooldown`). 0: off."""
     warmup_steps: int = 4000
     lr_factor: float = 1.0
     """Noam schedule: lr = lr_factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)."""
@@ -222,6 +226,63 @@ def for_training(model: nn.Module, preset: Preset, device: torch.device | str) -
     return Autocast(model, device.type) if preset.bf16 and bf16_is_fast(device) else model
 
 
+class TimedCooldown:
+    """A learning-rate scheduler whose rates fall linearly to 0 at a deadline.
+
+    Wraps ``scheduler`` (chapter 8's Noam schedule, or any ``LRScheduler``): each :meth:`step`
+    lets it set its own rates, then multiplies them by ``min(1, remaining / (fraction * seconds))``,
+    where ``remaining = deadline() - clock()`` and ``seconds`` is the whole budget. The budget
+    is set in minutes, not steps, so a slow machine and a fast one both end their run at a
+    learning rate of 0 (a run that stops while the rate is still high leaves the weights where
+    the last noisy updates put them; annealing lets them settle). Before each inner step the
+    unscaled rates are put back, so a scheduler that computes its next rate from the current one
+    is not scaled twice.
+
+    Args:
+        scheduler: the schedule to scale; its optimizer's param groups are changed in place.
+        deadline: returns the ``clock()`` time at which training ends (read at every step: the
+            training loop may push it back).
+        seconds: the length of the whole budget.
+        fraction: the cool-down's share of the budget, in (0, 1].
+        agree: with several processes, rank 0's value of the remaining fraction for every rank
+            (:func:`course_utils.distributed.broadcast_float`), so all use the same rate.
+    """
+
+    def __init__(self, scheduler: Any, deadline: Callable[[], float], seconds: float, fraction: float, *,
+                 clock: Callable[[], float] = time.perf_counter, agree: Callable[[float], float] = float) -> None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"the cool-down is a fraction of the budget in (0, 1], got {fraction}")
+        self.scheduler, self.optimizer = scheduler, scheduler.optimizer
+        self.deadline, self.seconds, self.fraction = deadline, seconds, fraction
+        self.clock, self.agree = clock, agree
+        self._unscaled = [group["lr"] for group in self.optimizer.param_groups]
+
+    def factor(self) -> float:
+        """The multiplier now: 1 before the cool-down, then linearly down to 0 at the deadline."""
+        remaining = self.agree((self.deadline() - self.clock()) / self.seconds)
+        return min(1.0, max(0.0, remaining / self.fraction))
+
+    def step(self) -> None:
+        groups = self.optimizer.param_groups
+        for group, lr in zip(groups, self._unscaled):
+            group["lr"] = lr
+        self.scheduler.step()
+        self._unscaled = [group["lr"] for group in groups]
+        factor = self.factor()
+        for group in groups:
+            group["lr"] *= factor
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+
+def with_cooldown(scheduler: Any, preset: Preset, deadline: Callable[[], float | None], **kwargs: Any) -> Any:
+    """``scheduler`` wrapped in a :class:`TimedCooldown` when ``preset`` asks for one, else itself."""
+    if not preset.cooldown or not preset.max_minutes:
+        return scheduler
+    return TimedCooldown(scheduler, deadline, 60 * preset.max_minutes, preset.cooldown, **kwargs)
+
+
 def time_limited(batches: Iterable[tuple[Tensor, Tensor]], deadline: float | None,
                  decide: Callable[[bool], bool] = bool) -> Iterator[tuple[Tensor, Tensor]]:
     """``batches``, cut short once ``time.perf_counter()`` passes ``deadline``.
@@ -284,29 +345,6 @@ def prepare_data(preset: Preset, corpus: Multi30k | None = None) -> PreparedData
                         val_data=encode_split(val_split, src_vocab, tgt_vocab, long="truncate"))
 
 
-def _hardware(device: torch.device, ctx: distributed.Context | None = None) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": device.type, "torch_threads": torch.get_num_threads(),
-                            "cpu_count": os.cpu_count(), "cpu": cpu_name(), "platform": platform.platform()}
-    if ctx is not None and ctx.is_distributed:
-        info["processes"] = ctx.world_size  # on this machine: LOCAL_WORLD_SIZE of them
-        info["processes_on_this_machine"] = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("sacrebleu", "spacy"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
 def _progress(total: int | None, description: str, enabled: bool):
     from tqdm import tqdm
 
@@ -316,7 +354,8 @@ def _progress(total: int | None, description: str, enabled: bool):
 
 def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
           device: torch.device | str | None = None, progress: bool = True,
-          log=print, bleu_every_epoch: int = 0, ctx: distributed.Context | None = None) -> dict[str, Any]:
+          log=print, bleu_every_epoch: int = 0, ctx: distributed.Context | None = None,
+          score_test: bool = True) -> dict[str, Any]:
     """Run a whole preset: data, vocabularies, training, evaluation, checkpoint and metrics.
 
     Args:
@@ -330,6 +369,9 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
             ``val_bleu``: a quality-against-time curve (``benchmarks/quality_per_minute.py``). The
             scoring time is left out of the training clock and pushes the time limit back by as
             much, so the training itself is the same as without it.
+        score_test: False for a candidate setting being compared with others: only the validation
+            split is translated (its BLEU decides), so test2016 stays unseen until the choice is
+            made; the test fields of the metrics are then None.
         ctx: this process's place in a ``torchrun`` job (:func:`course_utils.distributed.session`);
             default one process. Every rank trains; only rank 0 logs, shows progress, evaluates
             and writes files.
@@ -388,6 +430,8 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
     steps, stopped_early = 0, False
     train_tokens, step_seconds = 0, 0.0  # real target tokens of every rank; time spent in train_epoch
     decide = functools.partial(distributed.agree, ctx=ctx)  # rank 0's clock rules every rank
+    scheduler = with_cooldown(scheduler, preset, lambda: deadline,
+                              agree=functools.partial(distributed.broadcast_float, ctx=ctx))
     for epoch in range(1, preset.epochs + 1):
         bar = _progress(len(batches), f"epoch {epoch}/{preset.epochs}", progress)
         losses: list[float] = []
@@ -446,12 +490,17 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
     if best_state is not None:
         model.load_state_dict(best_state)
 
-    log(f"translating {len(test_split)} test sentences (greedy)...")
-    greedy = evaluate_translation(model, test_split, src_vocab, tgt_vocab, device=device)
-    log(f"test2016 greedy: BLEU {greedy.bleu:.2f} (tokenized), sacreBLEU {greedy.sacrebleu:.2f}, "
-        f"perplexity {greedy.perplexity:.2f}")
-    beam = None
-    if preset.beam_size > 1:
+    # Candidate settings are compared on the validation split (test2016 stays an honest estimate).
+    log(f"translating {len(val_split)} validation sentences (greedy)...")
+    val_greedy = evaluate_translation(model, val_split, src_vocab, tgt_vocab, device=device)
+    log(f"validation greedy: BLEU {val_greedy.bleu:.2f} (tokenized), sacreBLEU {val_greedy.sacrebleu:.2f}")
+    greedy = beam = None
+    if score_test:
+        log(f"translating {len(test_split)} test sentences (greedy)...")
+        greedy = evaluate_translation(model, test_split, src_vocab, tgt_vocab, device=device)
+        log(f"test2016 greedy: BLEU {greedy.bleu:.2f} (tokenized), sacreBLEU {greedy.sacrebleu:.2f}, "
+            f"perplexity {greedy.perplexity:.2f}")
+    if score_test and preset.beam_size > 1:
         log(f"translating {len(test_split)} test sentences (beam {preset.beam_size})...")
 
         def decoder(model, src, max_len, bos_idx, eos_idx, pad_idx):
@@ -463,13 +512,15 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
 
     metrics: dict[str, Any] = {
         "preset": preset.name,
-        "test_set": f"test2016 (multi30k/test_2016_flickr), {len(test_split)} sentences",
-        "bleu_tokenized": round(greedy.bleu, 2),
-        "sacrebleu": round(greedy.sacrebleu, 2),
-        "sacrebleu_signature": greedy.signature,
-        "test_perplexity": round(greedy.perplexity, 3),
+        "test_set": f"test2016 (multi30k/test_2016_flickr), {len(test_split)} sentences" if score_test else None,
+        "bleu_tokenized": round(greedy.bleu, 2) if greedy else None,
+        "sacrebleu": round(greedy.sacrebleu, 2) if greedy else None,
+        "sacrebleu_signature": (greedy or val_greedy).signature,
+        "test_perplexity": round(greedy.perplexity, 3) if greedy else None,
+        "val_bleu_tokenized": round(val_greedy.bleu, 2),
+        "val_sacrebleu": round(val_greedy.sacrebleu, 2),
         "val_perplexity": round(math.exp(best_val), 3) if best_val < math.inf else None,
-        "greedy": greedy.as_dict(),
+        "greedy": greedy.as_dict() if greedy else None,
         "beam": None if beam is None else {**beam.as_dict(), "beam_size": preset.beam_size,
                                            "length_penalty": preset.length_penalty,
                                            "bleu_gain_over_greedy": round(beam.bleu - greedy.bleu, 2),
@@ -489,12 +540,12 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
         "data": {"prepare_seconds": round(corpus.seconds, 2), "from_cache": corpus.from_cache,
                  "train_pairs": len(train_data), "dropped_too_long": train_data.dropped,
                  "train_padding_fraction": round(batches.padding_fraction(), 4)},
-        "hardware": _hardware(device, ctx),
-        "versions": _versions(),
+        "hardware": hardware_info(device, ctx),
+        "versions": library_versions(),
         "config": dataclasses.asdict(preset),
         "examples": [{"de": test_split.de[i], "en": test_split.en[i], "greedy": greedy.detokenized[i],
                       **({"beam": beam.detokenized[i]} if beam is not None else {})}
-                     for i in range(min(5, len(test_split)))],
+                     for i in range(min(5, len(test_split)))] if greedy else [],
         "history": history,
     }
     metrics["total_minutes"] = round((time.perf_counter() - started) / 60, 2)
@@ -576,27 +627,22 @@ def _parse(argv: Sequence[str] | None) -> tuple[Preset, argparse.Namespace]:
     parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MINUTES, metavar="MIN",
                         help="under torchrun: how long a process waits for the others at each step before "
                              f"giving up (default {distributed.DEFAULT_TIMEOUT_MINUTES:g} minutes)")
+    parser.add_argument("--validation-only", action="store_true",
+                        help="score the validation split only (comparing candidate settings: test2016 "
+                             "stays unseen until one is chosen)")
     parser.add_argument("--bleu-every-epoch", type=int, default=0, metavar="N",
                         help="after every epoch, record the BLEU of the first N validation sentences "
                              "(greedy; not counted as training time); default 0: off")
     for f in dataclasses.fields(Preset):
         if f.name == "name":
             continue
-        kind = {"int": int, "float": float, "bool": _bool, "int | None": int, "float | None": float}[str(f.type)]
+        kind = {"int": int, "float": float, "bool": parse_bool, "int | None": int, "float | None": float}[str(f.type)]
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
                             help=f"override the preset's {f.name}")
     args = parser.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Preset)
                  if f.name != "name" and getattr(args, f.name) is not None}
     return dataclasses.replace(PRESETS[args.preset], **overrides), args
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -607,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.log(f"preset {preset.name}" + (f" with {changed}" if changed else "")
                 + (f"; {ctx.describe()}" if ctx.is_distributed else ""))
         train(preset, args.out, progress=not args.no_progress, log=ctx.log,
-              bleu_every_epoch=args.bleu_every_epoch, ctx=ctx)
+              bleu_every_epoch=args.bleu_every_epoch, ctx=ctx, score_test=not args.validation_only)
     return 0
 
 

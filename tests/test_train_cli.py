@@ -32,7 +32,7 @@ def smoke_run(tmp_path_factory) -> Path:
 def test_smoke_preset_writes_metrics_with_every_field(smoke_run: Path) -> None:
     metrics = json.loads((smoke_run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["preset"] == "smoke"
-    for key in ("bleu_tokenized", "sacrebleu", "test_perplexity", "val_perplexity", "train_minutes",
+    for key in ("bleu_tokenized", "sacrebleu", "test_perplexity", "val_perplexity", "val_bleu_tokenized", "train_minutes",
                 "total_minutes", "parameters", "steps", "epochs_completed"):
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["sacrebleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
@@ -101,3 +101,49 @@ def test_autocast_wrapper_shares_the_weights() -> None:
 def test_time_limited_stops_yielding_after_the_deadline() -> None:
     assert list(train.time_limited(iter(range(5)), None)) == [0, 1, 2, 3, 4]
     assert list(train.time_limited(iter(range(5)), 0.0)) == []
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _optimizer() -> torch.optim.Optimizer:
+    return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+
+
+@pytest.mark.parametrize("chained", [False, True], ids=["closed-form schedule", "chained schedule"])
+def test_cooldown_falls_linearly_to_zero_at_the_deadline(chained: bool) -> None:
+    """Full rate for the first 60% of a 100 s budget, then linear to 0; the wrapped schedule's own
+    rate (constant 1 here) is never scaled twice, also when it computes each rate from the last one."""
+    optimizer, clock = _optimizer(), FakeClock()
+    inner = (torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=1.0) if chained
+             else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
+    scheduler = train.TimedCooldown(inner, lambda: 100.0, 100.0, 0.4, clock=clock)
+    seen = []
+    for now in (10, 50, 60, 70, 80, 90, 100, 120):
+        clock.now = now
+        optimizer.step()
+        scheduler.step()
+        seen.append(round(optimizer.param_groups[0]["lr"], 6))
+    assert seen == [1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    assert scheduler.get_last_lr() == [0.0]
+
+
+def test_cooldown_follows_a_deadline_pushed_back_and_is_off_by_default() -> None:
+    optimizer, clock, deadline = _optimizer(), FakeClock(), [100.0]
+    inner = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)
+    scheduler = train.TimedCooldown(inner, lambda: deadline[0], 100.0, 0.5, clock=clock)
+    clock.now, deadline[0] = 75.0, 125.0  # 25 s of scoring left out of the clock
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
+    smoke = train.PRESETS["smoke"]
+    assert smoke.cooldown == 0 and train.with_cooldown(inner, smoke, lambda: None) is inner
+    timed = dataclasses.replace(smoke, max_minutes=1.0, cooldown=0.5)
+    assert isinstance(train.with_cooldown(inner, timed, lambda: 60.0), train.TimedCooldown)
+    with pytest.raises(ValueError, match="fraction"):
+        train.TimedCooldown(inner, lambda: 1.0, 1.0, 1.5)
