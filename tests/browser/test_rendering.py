@@ -138,7 +138,7 @@ def link_problems(links: list[dict[str, str]], ids: list[str], server: Server, r
 
 def inspect(page: Any, server: Server, name: str, path: tuple[str, ...]) -> Rendered:
     """Open ``path`` from the file browser, let MathJax finish, and list what is wrong with it."""
-    notebook = open_from_file_browser(page, *path)
+    notebook = open_from_file_browser(page, *path, kernel=False)  # nothing is run
     deadline = time.monotonic() + TYPESET_SECONDS
     seen, before = None, None
     while True:  # until what is seen stays the same for a second: MathJax typesets as cells render

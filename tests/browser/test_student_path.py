@@ -12,7 +12,6 @@ writes text for a prompt and a temperature set in its widgets. Each step leaves 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -26,14 +25,7 @@ from tests.browser.lab import new_tab, open_from_file_browser, open_lab
 from tests.browser.servers import Server
 from tests.workspaces import make_workspace
 
-pytestmark = [
-    pytest.mark.browser, pytest.mark.xdist_group("browser"),
-    # Not reliable yet: under the suite's load a cell's run sometimes never starts (its prompt stays
-    # "[ ]"), so these are opt-in until that is understood; reported as skipped, never as passed.
-    pytest.mark.skipif(not os.environ.get("COURSE_BROWSER_STUDENT_PATH"),
-                       reason="the student's path in the browser is opt-in (flaky under load): "
-                              "COURSE_BROWSER_STUDENT_PATH=1 .venv/bin/python -m pytest tests/browser -n0"),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 CHAPTER_1, CHAPTER_7, CHAPTER_10 = "01_attention", "07_masking", "10_gpt"
 
