@@ -187,8 +187,9 @@ def apply_rotary_interleaved(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class RotaryEmbedding(nn.Module):
     """Rotary position embeddings for heads of ``head_dim`` features, positions ``0 .. max_seq_len - 1``.
 
-    Holds the tables as non-persistent buffers ``cos`` and ``sin`` ``(max_seq_len, head_dim)``: they move
-    with ``.to(device)`` but stay out of the state dict, since they are not learned.
+    Holds the tables as non-persistent float64 buffers ``cos`` and ``sin`` ``(max_seq_len, head_dim)``: they
+    move with ``.to(device)`` but stay out of the state dict, since they are not learned; each forward casts
+    the rows it needs to ``x``'s dtype, so float64 inputs get float64 angles.
     ``forward(x (B, H, T, head_dim), offset=0)`` rotates position ``t`` of ``x`` as position ``offset + t``.
     """
 
@@ -197,7 +198,7 @@ class RotaryEmbedding(nn.Module):
         self.head_dim = head_dim
         self.max_seq_len = max_seq_len
         self.base = base
-        cos, sin = rotary_tables(head_dim, max_seq_len, base, dtype=torch.float32)
+        cos, sin = rotary_tables(head_dim, max_seq_len, base, dtype=torch.float64)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
