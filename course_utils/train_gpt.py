@@ -24,6 +24,17 @@ a cosine decay of the learning rate, gradient clipping at norm 1. The cosine run
 budget, whichever comes first of ``max_steps`` and ``max_seconds`` of training, so a time-limited
 run ends its schedule exactly when its time is up. Evaluations and samples are not counted as
 training time (their time is reported separately).
+
+The same command runs on several processes or machines under PyTorch's launcher, data-parallel
+(:mod:`course_utils.distributed`; the README's "Training on several processes or machines")::
+
+    torchrun --standalone --nproc_per_node=2 -m course_utils.train_gpt --preset cpu
+
+Each process draws its own ``batch_size`` windows per step (its sampler seeded ``seed + rank``), so
+a step's global batch is ``nproc * batch_size`` windows; DDP averages the gradients. Every window
+has ``block_size`` targets, so this average is exactly the mean per target token of the whole
+step. Rank 0's training clock drives the cosine schedule and the time limit on every rank, and only
+rank 0 evaluates, samples, logs and writes the checkpoint, which loads in a single process.
 """
 
 from __future__ import annotations
@@ -42,10 +53,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from course_utils import distributed
+from course_utils.cli import hardware_info, library_versions, parse_bool
 from course_utils.data.shakespeare import encode_splits, load_shakespeare
 from course_utils.device import default_device
 from course_utils.reference.gpt import GPT, CharTokenizer, generate_cached, get_batch
-from course_utils.train import _bool, _hardware, _versions
 
 __all__ = ["CHECKPOINT_DIR", "GPTCheckpoint", "GPTPreset", "PRESETS", "TrainLog", "configure_optimizer",
            "estimate_loss", "learning_rate", "load_gpt_checkpoint", "main", "train_gpt", "validation_loss"]
@@ -178,24 +190,38 @@ class TrainLog:
 def train_gpt(model: nn.Module, train_data: Tensor, val_data: Tensor, preset: GPTPreset, *,
               tokenizer: CharTokenizer | None = None, batch_fn: Callable[..., tuple[Tensor, Tensor]] = get_batch,
               progress: bool = True, log: Callable[[str], None] = print,
-              sample_fn: Callable[[nn.Module, Tensor, int], Tensor] | None = None) -> TrainLog:
-    """Train ``model`` (a GPT: ``forward(idx) -> logits``) on random windows of ``train_data``.
+              sample_fn: Callable[[nn.Module, Tensor, int], Tensor] | None = None,
+              ctx: distributed.Context | None = None) -> TrainLog:
+    """Train ``model`` (a GPT: ``forward(idx (B, T)) -> logits (B, T, V)``) on random windows of ``train_data``.
 
     Args:
-        batch_fn: ``get_batch(data, block_size, batch_size, generator)``, yours in the notebook.
+        batch_fn: ``get_batch(data, block_size, batch_size, generator) -> (x, y)``, both
+            ``(batch_size, block_size)``; yours in the notebook.
         tokenizer: to print samples as training goes (none without it).
         sample_fn: ``(model, prompt (1, T), n) -> ids`` for those samples (default: the reference's
             cached sampling at temperature 0.8).
         log: where evaluation lines and samples go.
+        ctx: this process's place in a ``torchrun`` job (:func:`course_utils.distributed.session`;
+            ``model`` already on ``ctx.device``); default one process, which trains exactly as
+            without it. With several, every rank trains its own windows in DDP; only rank 0
+            evaluates, samples, logs and shows progress.
 
     The learning rate follows :func:`learning_rate`; evaluations (``preset.eval_batches`` fixed
     windows of the validation data) every ``preset.eval_every_seconds`` of training, and at the end.
+    The recorded losses are each step's mean over every rank's windows.
     """
     from tqdm import tqdm
 
     device = next(model.parameters()).device
+    ctx = ctx if ctx is not None else distributed.single_process(device)
+    distributed.seed_per_rank(preset.seed, ctx)  # own dropout masks per rank (nothing changes with one)
+    trained = distributed.wrap(model, ctx)  # DDP averages the gradients; `model` is what is evaluated and saved
     optimizer = configure_optimizer(model, preset.lr, preset.weight_decay, (0.9, preset.beta2))
-    generator = torch.Generator().manual_seed(preset.seed)
+    # Each rank its own windows (rank 0 draws what a single process draws): the global batch of a
+    # step is reproducible from the seed and the number of processes.
+    generator = torch.Generator().manual_seed(preset.seed + ctx.rank)
+    if not ctx.is_main:
+        progress, log = False, (lambda message: None)
     sample_fn = sample_fn or (lambda m, prompt, n: generate_cached(m, prompt, n, temperature=0.8))
     result = TrainLog()
     timed = preset.max_seconds is not None
@@ -210,6 +236,8 @@ def train_gpt(model: nn.Module, train_data: Tensor, val_data: Tensor, preset: GP
     next_eval = next_sample = 0.0
 
     def evaluate(step: int) -> None:
+        if not ctx.is_main:
+            return
         start = time.perf_counter()
         val = estimate_loss(model, val_data, preset.block_size, preset.batch_size, preset.eval_batches)
         recent = result.losses[-20:]
@@ -221,7 +249,7 @@ def train_gpt(model: nn.Module, train_data: Tensor, val_data: Tensor, preset: GP
         result.eval_seconds += time.perf_counter() - start
 
     def sample(step: int) -> None:
-        if tokenizer is None:
+        if tokenizer is None or not ctx.is_main:
             return
         start = time.perf_counter()
         was_training = model.training
@@ -236,6 +264,9 @@ def train_gpt(model: nn.Module, train_data: Tensor, val_data: Tensor, preset: GP
     model.train()
     step = 0
     while True:
+        # Rank 0's clock for every rank (the others' also count their waits while rank 0 evaluates):
+        # the same learning rate everywhere, and every rank stops at the same step.
+        result.train_seconds = distributed.broadcast_float(result.train_seconds, ctx)
         progress_fraction = step / preset.max_steps
         if preset.max_seconds is not None:
             progress_fraction = max(progress_fraction, result.train_seconds / preset.max_seconds)
@@ -253,19 +284,22 @@ def train_gpt(model: nn.Module, train_data: Tensor, val_data: Tensor, preset: GP
             group["lr"] = lr
         x, y = batch_fn(train_data, preset.block_size, preset.batch_size, generator)
         x, y = x.to(device), y.to(device)
-        logits = model(x)
+        logits = trained(x)
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP: the gradients, averaged over the ranks (all-reduced)
         torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
         optimizer.step()
         step += 1
-        result.losses.append(loss.item())
+        # Every rank has batch_size * block_size targets, so the mean of the ranks' means is the
+        # step's mean per target token (no token counts to all-reduce, unlike the translator's).
+        step_loss = (distributed.all_reduce_sum(loss.detach(), ctx) / ctx.world_size).item()
+        result.losses.append(step_loss)
         elapsed = time.perf_counter() - start
         result.train_seconds += elapsed
         # The last step overshoots the time budget: never move the bar past its end (tqdm warns on stderr).
         bar.update(min(elapsed, max(bar.total - bar.n, 0)) if timed else 1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)
+        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
     bar.close()
     result.steps = step
     evaluate(step)
@@ -309,33 +343,52 @@ def load_gpt_checkpoint(path: str | Path, model_class: type[nn.Module] | None = 
 
 
 def run(preset: GPTPreset, out_dir: str | Path | None = None, *, device: str | None = None,
-        progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the reference GPT with ``preset``, write ``model.pt``, ``metrics.json``, ``samples.txt``."""
+        progress: bool = True, log: Callable[[str], None] = print,
+        ctx: distributed.Context | None = None) -> dict[str, Any]:
+    """Train the reference GPT with ``preset``, write ``model.pt``, ``metrics.json``, ``samples.txt``.
+
+    ``ctx``: this process's place in a ``torchrun`` job (its device replaces ``device``); default
+    one process. Every rank trains; only rank 0 logs, evaluates and writes the files, and returns
+    the metrics (the other ranks return ``{}``).
+    """
     wall_start = time.perf_counter()
+    ctx = ctx if ctx is not None else distributed.single_process(device or None)
+    device_ = ctx.device
+    if not ctx.is_main:
+        log, progress = (lambda message: None), False
     out = Path(out_dir) if out_dir is not None else CHECKPOINT_DIR / f"gpt-{preset.name}"
-    out.mkdir(parents=True, exist_ok=True)
-    device_ = torch.device(device) if device else default_device()
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     text = load_shakespeare()
     tokenizer = CharTokenizer(text)
     train_data, val_data = encode_splits(tokenizer, text)
-    torch.manual_seed(preset.seed)
+    torch.manual_seed(preset.seed)  # the same initial weights on every rank
     model = GPT(**preset.model_kwargs(tokenizer.vocab_size)).to(device_)
     parameters = sum(p.numel() for p in model.parameters())
     log(f"{parameters:,} parameters, {len(train_data):,} training and {len(val_data):,} validation characters, "
-        f"on {device_.type} with {torch.get_num_threads()} threads")
-    history = train_gpt(model, train_data, val_data, preset, tokenizer=tokenizer, progress=progress, log=log)
+        f"on {device_.type} with {torch.get_num_threads()} threads"
+        + (f" per process; {ctx.describe()}, {ctx.world_size * preset.batch_size} windows per step"
+           if ctx.is_distributed else ""))
+    history = train_gpt(model, train_data, val_data, preset, tokenizer=tokenizer, progress=progress, log=log,
+                        ctx=ctx)
+    if not ctx.is_main:
+        return {}
     start = time.perf_counter()
     val = validation_loss(model, val_data, preset.block_size)
     val_seconds = time.perf_counter() - start
     log(f"validation loss on the whole validation split: {val:.4f} nats, {val / LN2:.4f} bits per character")
+    tokens_seen = history.steps * ctx.world_size * preset.batch_size * preset.block_size  # every rank's
     metrics = {
         "preset": preset.name, "config": dataclasses.asdict(preset), "parameters": parameters,
-        "steps": history.steps, "tokens_seen": history.steps * preset.batch_size * preset.block_size,
+        "steps": history.steps, "tokens_seen": tokens_seen,
+        "processes": {"world_size": ctx.world_size, "backend": ctx.backend,
+                      "step_batch_size": ctx.world_size * preset.batch_size},
+        "train_tokens_per_second": round(tokens_seen / history.train_seconds, 1) if history.train_seconds else None,
         "train_seconds": round(history.train_seconds, 2), "eval_seconds": round(history.eval_seconds, 2),
         "final_eval_seconds": round(val_seconds, 2), "total_seconds": round(time.perf_counter() - wall_start, 2),
         "val_loss": val, "val_bits_per_char": val / LN2,
         "train_loss_last_100": sum(history.losses[-100:]) / max(1, len(history.losses[-100:])),
-        "curve": history.curve, "hardware": _hardware(device_), "versions": _versions(),
+        "curve": history.curve, "hardware": hardware_info(device_, ctx), "versions": library_versions(),
     }
     torch.save({"model_state": model.state_dict(), "model_kwargs": preset.model_kwargs(tokenizer.vocab_size),
                 "config": dataclasses.asdict(preset), "vocabulary": tokenizer.itos, "metrics": metrics},
@@ -359,10 +412,13 @@ def _parse(argv: Sequence[str] | None) -> tuple[GPTPreset, argparse.Namespace]:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default checkpoints/gpt-<preset>)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MINUTES, metavar="MIN",
+                        help="under torchrun: how long a process waits for the others at each step before "
+                             f"giving up (default {distributed.DEFAULT_TIMEOUT_MINUTES:g} minutes)")
     for f in dataclasses.fields(GPTPreset):
         if f.name == "name":
             continue
-        kind = {"int": int, "float": float, "bool": _bool, "float | None": float}[str(f.type)]
+        kind = {"int": int, "float": float, "bool": parse_bool, "float | None": float}[str(f.type)]
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
                             help=f"override the preset's {f.name}")
     args = parser.parse_args(argv)
@@ -374,8 +430,11 @@ def _parse(argv: Sequence[str] | None) -> tuple[GPTPreset, argparse.Namespace]:
 def main(argv: Sequence[str] | None = None) -> int:
     preset, args = _parse(argv)
     changed = {k: v for k, v in dataclasses.asdict(preset).items() if v != getattr(PRESETS[preset.name], k)}
-    print(f"preset {preset.name}" + (f" with {changed}" if changed else ""), flush=True)
-    run(preset, args.out, device=args.device, progress=not args.no_progress, log=lambda m: print(m, flush=True))
+    # Without torchrun, session() is a single process on args.device, exactly as before it existed.
+    with distributed.session(args.device, args.dist_timeout) as ctx:
+        ctx.log(f"preset {preset.name}" + (f" with {changed}" if changed else "")
+                + (f"; {ctx.describe()}" if ctx.is_distributed else ""))
+        run(preset, args.out, progress=not args.no_progress, log=ctx.log, ctx=ctx)
     return 0
 
 

@@ -167,20 +167,20 @@ def test_the_multi_machine_form_gives_the_same_run(standalone_run: Path, tmp_pat
         outputs = [agent.communicate(timeout=RUN_TIMEOUT)[0] for agent in agents]
     finally:
         for agent in agents:
-            _kill_group(agent)
+            kill_group(agent)
     assert [agent.returncode for agent in agents] == [0, 0], "\n".join(outputs)
     # Repeatable: the same seeds give the same weights, bit for bit, however the job was launched.
     one, other = (torch.load(path / "model.pt", weights_only=False)["model_state"] for path in (standalone_run, tmp_path))
     assert all(torch.equal(one[name], other[name]) for name in one)
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def kill_group(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
 
-def _wait_for(path: Path, text: str, process: subprocess.Popen, timeout: float = RUN_TIMEOUT) -> None:
+def wait_for(path: Path, text: str, process: subprocess.Popen, timeout: float = RUN_TIMEOUT) -> None:
     """Wait until ``text`` appears in the file ``path`` (a process's output)."""
     deadline = time.monotonic() + timeout
     while text not in path.read_text(errors="replace"):
@@ -194,24 +194,32 @@ LONG = [*TINY, "--train-subset", "2000", "--epochs", "1000", "--max-minutes", "2
 
 def test_a_killed_rank_stops_the_other_with_a_clear_message(tmp_path: Path) -> None:
     """Without torchrun's agent (as for a process on another machine): the survivor must notice."""
+    kill_rank_one_without_agent(["course_utils.train", *LONG], tmp_path, ready="model:", settle=1.0)
+
+
+def kill_rank_one_without_agent(module_args: Sequence[str], tmp_path: Path, ready: str, settle: float = 0.0) -> None:
+    """Start ranks 0 and 1 of ``python -m <module_args> --out tmp_path/out`` as two separate
+    processes (no torchrun agent, as on two machines), kill rank 1 ``settle`` seconds after rank 0
+    has printed ``ready``; rank 0 must stop at once, with the clear message and exit status 1,
+    and write no checkpoint."""
     port, logs, ranks = free_port(), [tmp_path / "rank0.log", tmp_path / "rank1.log"], []
     try:
         for rank in (0, 1):
             env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                    "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
             with logs[rank].open("w") as log:
-                ranks.append(subprocess.Popen([sys.executable, "-m", "course_utils.train", *LONG, "--out",
-                                               str(tmp_path / "out")], cwd=ROOT, env=env, stdout=log,
-                                              stderr=subprocess.STDOUT, start_new_session=True))
-        _wait_for(logs[0], "model:", ranks[0])
-        time.sleep(1.0)  # well into the first epoch
+                ranks.append(subprocess.Popen([sys.executable, "-m", *module_args, "--out", str(tmp_path / "out")],
+                                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+        wait_for(logs[0], ready, ranks[0])
+        time.sleep(settle)
         ranks[1].kill()
         started = time.monotonic()
         assert ranks[0].wait(timeout=60) == 1
         assert time.monotonic() - started < 30
     finally:
         for process in ranks:
-            _kill_group(process)
+            kill_group(process)
     output = logs[0].read_text()
     assert "rank 0 of 2: lost contact with another process of this job" in output, output
     assert "Traceback" not in output.split("lost contact")[1], "the message ends the output, no C++ trace after it"
@@ -225,7 +233,7 @@ def test_a_killed_rank_under_torchrun_ends_the_job(tmp_path: Path) -> None:
                                 "--out", str(tmp_path / "out")], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:
-        _wait_for(log, "model:", job)
+        wait_for(log, "model:", job)
         time.sleep(1.0)
         workers = _children(job.pid)
         [rank1] = [pid for pid in workers if _environment(pid).get("RANK") == "1"]
@@ -234,7 +242,7 @@ def test_a_killed_rank_under_torchrun_ends_the_job(tmp_path: Path) -> None:
         assert job.wait(timeout=60) != 0
         assert time.monotonic() - started < 30
     finally:
-        _kill_group(job)
+        kill_group(job)
     output = log.read_text()
     # torchrun's own summary names the rank that failed first, and why.
     assert "ChildFailedError" in output and "rank      : 1" in output and "SIGKILL" in output, output

@@ -1,0 +1,54 @@
+"""What the training command lines (``course_utils.train``, ``course_utils.train_gpt``) share.
+
+- :func:`parse_bool`: the ``type`` of a true/false option (``--bf16 false``);
+- :func:`hardware_info` and :func:`library_versions`: where and with what a run ran, as recorded
+  in its ``metrics.json``, so that a figure can always be traced to its machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from typing import Any
+
+import torch
+
+from course_utils import distributed
+from course_utils.device import cpu_name
+
+__all__ = ["hardware_info", "library_versions", "parse_bool"]
+
+
+def parse_bool(text: str) -> bool:
+    """``"true"``/``"1"``/``"yes"`` -> True, ``"false"``/``"0"``/``"no"`` -> False (any case)."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def hardware_info(device: torch.device, ctx: distributed.Context | None = None) -> dict[str, Any]:
+    """The device type, threads, cores, CPU model and platform; the processes of a ``torchrun`` job."""
+    info: dict[str, Any] = {"device": device.type, "torch_threads": torch.get_num_threads(),
+                            "cpu_count": os.cpu_count(), "cpu": cpu_name(), "platform": platform.platform()}
+    if ctx is not None and ctx.is_distributed:
+        info["processes"] = ctx.world_size
+        info["processes_on_this_machine"] = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def library_versions() -> dict[str, str]:
+    """Python's, torch's and (where installed) sacrebleu's and spaCy's versions."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("sacrebleu", "spacy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
