@@ -8,7 +8,7 @@
 
 Each comparison is a function of :mod:`course_utils.ablations` (the notebook of chapter 11 calls the same
 ones). Writes ``ablations.json`` (every arm's curve and final figure, per seed, the machine) and one figure
-per comparison, ``ablation_<name>.png``, into ``--out-dir`` (default ``benchmarks/``; with ``--quick``
+per comparison, ``ablation_<name>.png`` (``_seed<k>`` added for another seed than 0), into ``--out-dir`` (default ``benchmarks/``; with ``--quick``
 nothing is written unless ``--out-dir`` is given). Run it alone on the machine (timings are wall time).
 """
 
@@ -71,13 +71,15 @@ def save(path: Path, data: dict[str, Any]) -> None:
 
 
 def save_figure(result: Ablation, out_dir: Path) -> Path:
+    """``ablation_<name>.png`` for seed 0, ``ablation_<name>_seed<k>.png`` for another seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig = result.plot()
-    path = out_dir / f"ablation_{result.name}.png"
+    suffix = "" if result.seed == 0 else f"_seed{result.seed}"
+    path = out_dir / f"ablation_{result.name}{suffix}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
