@@ -98,8 +98,8 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    "quick": Budget("quick", toy_steps=10, toy_eval_every=5, toy_curve_size=32, toy_test_size=64,
-                    lm_seconds=0.3, lm_eval_points=1, lm_eval_batches=1, lm_val_chars=2048),
+    "quick": Budget("quick", toy_steps=20, toy_eval_every=10, toy_curve_size=64, toy_test_size=128,
+                    lm_seconds=0.5, lm_eval_points=1, lm_eval_batches=1, lm_val_chars=4096),
     # Chapter 7 trains its toy model for 1,000 steps (about 35 s on one thread); 35 s per language-model
     # arm keeps the nine comparisons (17 distinct arms) at 11 minutes on 2 cores (measured: 10 min 51 s).
     "full": Budget("full", toy_steps=1000, toy_eval_every=50, toy_curve_size=200, toy_test_size=1000,
