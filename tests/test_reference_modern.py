@@ -88,7 +88,7 @@ def test_rotary_scores_depend_on_the_offset_only() -> None:
 def test_rotary_matches_the_float64_formula_and_keeps_lengths() -> None:
     x = torch.randn(2, 3, 10, 8, dtype=torch.float64)
     out = reference.RotaryEmbedding(8, 64)(x, offset=7)
-    theta = torch.arange(7, 17, dtype=torch.float64)[:, None] * 10000.0 ** (-torch.arange(0, 8, 2) / 8)
+    theta = torch.arange(7, 17, dtype=torch.float64)[:, None] * 10000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
     a, b = x[..., :4], x[..., 4:]
     expected = torch.cat([a * theta.cos() - b * theta.sin(), a * theta.sin() + b * theta.cos()], dim=-1)
     torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-12)

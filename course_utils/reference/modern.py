@@ -86,7 +86,7 @@ class RMSNorm(nn.Module):
         # The mean of squares is taken in float32 at least: in bfloat16 it loses most of its digits.
         x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight
+        return (normed * self.weight).to(x.dtype)  # as torch.nn.RMSNorm: the input's dtype
 
 
 def gelu_mlp_parameters(d_model: int, expansion: int = 4) -> int:
