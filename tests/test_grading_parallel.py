@@ -200,3 +200,15 @@ def test_parallel_grading_writes_what_stock_nbgrader_writes(
     print(f"\nchapter 01 sample class ({len(expected)} submissions): stock nbgrader "
           f"{stock_class[1]['seconds']:.0f} s; make grade CHAPTER=all -j 2 graded the whole class in "
           f"{graded_class[1]['first']['seconds']:.0f} s")
+
+
+def test_each_kernel_gets_its_share_of_the_cores() -> None:
+    from course_utils.grading import default_jobs, share_cores
+
+    environ: dict[str, str] = {}
+    assert share_cores(default_jobs(), environ) == 1  # one worker per core: one thread each
+    assert environ == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    environ = {}
+    assert share_cores(1, environ) == default_jobs() == int(environ["OMP_NUM_THREADS"])
+    environ = {"OMP_NUM_THREADS": "3"}
+    assert share_cores(2, environ) == 3 and environ == {"OMP_NUM_THREADS": "3"}  # the instructor's choice is kept
