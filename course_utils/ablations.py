@@ -4,9 +4,12 @@ Each function below trains every arm of one comparison for real (seeded, same ba
 and returns an :class:`Ablation`: per-arm curves (step, training seconds, training loss, the metric),
 the final metric, tokens per second, the settings and the seed, with ``.table()`` (a printed table)
 and ``.plot(ax=None)`` (the arms' curves side by side). ``budget`` is ``"quick"`` (a few seconds per
-arm, for CI and nbgrader: the numbers mean nothing), ``"full"`` (the real runs, about 35 s per arm,
-all comparisons together about 11 minutes on 2 cores) or ``None``: quick in quick mode
-(:func:`course_utils.quick.is_quick`), full otherwise.
+arm, for CI: the numbers mean nothing), ``"full"`` (the real runs, about 35 s per arm, all
+comparisons together about 11 minutes on 2 cores) or ``None``: quick in quick mode
+(:func:`course_utils.quick.is_quick`), full otherwise, and not run at all while nbgrader executes
+the notebook (autograding or the Validate button): nothing in these cells is graded, and training
+reference models again for each of 200 submissions would cost the instructor about 15 s each. A
+comparison that did not run says so in its ``.table()`` and has ``ran == False``.
 
 ============================================  ====================================================
 ``positions_on_reversal(budget, seed=0)``     chapter 7's reversal task, the reference Transformer
@@ -64,7 +67,7 @@ from torch import Tensor, nn
 from course_utils.data.shakespeare import encode_splits, load_shakespeare
 from course_utils.data.toy import TOY_BOS_IDX, TOY_EOS_IDX, TOY_PAD_IDX, TOY_VOCAB_SIZE, make_toy_batch, toy_batches
 from course_utils.device import cpu_name, torch_threads
-from course_utils.quick import is_quick
+from course_utils.quick import is_quick, nbgrader_running
 from course_utils.reference import GPT, CharTokenizer, Transformer, greedy_decode
 from course_utils.reference.modern import ModernConfig, ModernGPT
 from course_utils.reference.multi_head_attention import MultiHeadAttention
@@ -95,6 +98,7 @@ class Budget:
     lm_eval_points: int  # points of each validation curve
     lm_eval_batches: int  # batches of 32 windows behind each point
     lm_val_chars: int | None  # validation characters behind the final loss (None: the whole split)
+    run: bool = True  # False: no arm trains (nbgrader is executing the notebook)
 
 
 BUDGETS: dict[str, Budget] = {
@@ -104,13 +108,18 @@ BUDGETS: dict[str, Budget] = {
     # arm keeps the nine comparisons (17 distinct arms) at 11 minutes on 2 cores (measured: 10 min 51 s).
     "full": Budget("full", toy_steps=1000, toy_eval_every=50, toy_curve_size=200, toy_test_size=1000,
                    lm_seconds=35.0, lm_eval_points=10, lm_eval_batches=8, lm_val_chars=None),
+    "not run": Budget("not run", toy_steps=0, toy_eval_every=1, toy_curve_size=0, toy_test_size=0, lm_seconds=0.0,
+                      lm_eval_points=1, lm_eval_batches=0, lm_val_chars=0, run=False),
 }
+NOT_RUN_REASON = "not run: nbgrader is executing this notebook, and nothing in this comparison is graded"
 
 
 def _budget(budget: str | Budget | None) -> Budget:
     if isinstance(budget, Budget):
         return budget
     if budget is None:
+        if nbgrader_running():
+            return BUDGETS["not run"]
         return BUDGETS["quick" if is_quick() else "full"]
     if budget not in BUDGETS:
         raise ValueError(f"budget={budget!r}: choose 'quick', 'full', None (quick mode decides) or a Budget")
@@ -153,6 +162,11 @@ class Ablation:
     budget: str
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def ran(self) -> bool:
+        """False when no arm trained (the ``"not run"`` budget, while nbgrader executes the notebook)."""
+        return self.budget != BUDGETS["not run"].name
+
     def arm(self, label: str) -> Arm:
         for arm in self.arms:
             if arm.label == label:
@@ -172,6 +186,8 @@ class Ablation:
 
     def table(self) -> str:
         """A plain-text table of the arms (also what ``str(result)`` gives)."""
+        if not self.ran:
+            return f"{self.title}: {NOT_RUN_REASON}."
         headers = ["arm", self.metric, "vs baseline", "tokens/s", "speed vs baseline", "steps", "train s",
                    "parameters"]
         lines = [f"{self.title}  (budget {self.budget}, seed {self.seed})", _plain_table(headers, self.rows())]
@@ -232,7 +248,10 @@ def summary_table(results: dict[str, Ablation]) -> str:
     """What each choice buys: for every comparison, each arm against its baseline (plain text)."""
     headers = ["comparison", "arm", "metric", "final", "vs baseline", "tokens/s vs baseline"]
     rows = []
-    for result in results.values():
+    ran = [result for result in results.values() if result.ran]
+    if not ran:
+        return f"No comparison ran ({NOT_RUN_REASON.removeprefix('not run: ')})." if results else "No comparison ran."
+    for result in ran:
         for row in result.rows():
             rows.append([result.name, row[0], result.metric, row[1], row[2], row[4]])
     return _plain_table(headers, rows)
@@ -335,8 +354,16 @@ def _accuracy(model: nn.Module, src: Tensor, tgt: Tensor) -> float:
     return exact_match(predictions, tgt, TOY_EOS_IDX, TOY_PAD_IDX).float().mean().item()
 
 
+def _not_run(label: str, settings: dict[str, Any]) -> Arm:
+    """An arm of the ``"not run"`` budget: no model built, no number measured."""
+    nan = float("nan")
+    return Arm(label, settings, [], nan, 0, 0.0, nan, 0)
+
+
 def _train_reversal(label: str, budget: Budget, seed: int, **model_kwargs: Any) -> Arm:
     """Train one reversal-task arm with chapter 7's recipe; its curve is exact-sequence accuracy."""
+    if not budget.run:
+        return _not_run(label, {**REVERSAL, **model_kwargs})
     model = reversal_model(seed, **model_kwargs)
     # Held-out sequences from generators the training stream never uses.
     curve_src, curve_tgt = make_toy_batch("reverse", budget.toy_curve_size,
@@ -464,6 +491,8 @@ def _train_lm(label: str, budget: Budget, seed: int, kind: str = "modern", *, lr
               warmup_steps: int | None = None, autocast: bool = False, preset: GPTPreset = LM_PRESET,
               **switches: Any) -> Arm:
     """Train one Tiny Shakespeare arm for ``budget.lm_seconds`` of training time with chapter 10's trainer."""
+    if not budget.run:
+        return _not_run(label, {"kind": kind, **switches, "preset": preset.name, "bf16_autocast": autocast})
     _, train_data, val_data = _shakespeare()
     model = lm_model(seed, kind, preset, **switches)
     runner = _AutocastLM(model, "cpu") if autocast else model

@@ -24,3 +24,8 @@ def is_quick() -> bool:
 def pick(full: T, quick: T) -> T:
     """``quick`` in quick mode, else ``full`` (e.g. ``steps = pick(2000, 20)``)."""
     return quick if is_quick() else full
+
+
+def nbgrader_running() -> str:
+    """``"autograde"`` or ``"validate"`` while nbgrader executes the notebook, else ``""``."""
+    return os.environ.get("NBGRADER_EXECUTION", "")

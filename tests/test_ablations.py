@@ -1,7 +1,9 @@
 """Chapter 11's ablations: each arm really changes the model it claims to, and every comparison runs.
 
-The comparisons run once, in quick mode, through the benchmark's ``--quick`` path (a few seconds per
-arm); their numbers mean nothing and are not asserted, only their form. The properties that make an
+Four comparisons run once, in quick mode, through the benchmark's ``--quick`` path (a few seconds per
+arm): one of the reversal task and the three that share chapter 10's arm; their numbers mean nothing
+and are not asserted, only their form. Chapter 11's notebook runs every comparison in quick mode under
+nbval, so each one's code runs in the suite. The properties that make an
 arm what it says (no positions, one head, unscaled scores) are tested on the models themselves.
 """
 
@@ -22,6 +24,10 @@ from course_utils.reference.masking import create_padding_mask
 from course_utils.reference.modern import ModernGPT, RMSNorm, SwiGLU
 
 
+#: The comparisons of the quick benchmark run: both tasks, and the arm that three comparisons share.
+QUICK_RUN = ["positions_reversal", "positions", "mlp", "norm"]
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("ablations")
@@ -31,7 +37,7 @@ def quick_run(tmp_path_factory) -> tuple[Path, str]:
     ablations.clear_cache()
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer), torch.random.fork_rng():
-        assert bench.main(["--quick", "--out-dir", str(out)]) == 0
+        assert bench.main(["--quick", "--only", *QUICK_RUN, "--out-dir", str(out)]) == 0
     return out, buffer.getvalue()
 
 
@@ -101,11 +107,11 @@ def test_bf16_arm_runs_under_autocast() -> None:
     assert {"cpu", "avx512_bf16", "amx_tile", "bf16_is_fast"} <= set(features)
 
 
-def test_every_comparison_runs_in_quick_mode_and_writes_its_figure(quick_run) -> None:
+def test_comparisons_run_in_quick_mode_and_write_their_figures(quick_run) -> None:
     out, printed = quick_run
     data = json.loads((out / "ablations.json").read_text(encoding="utf-8"))
     results = data["runs"]["seed0"]
-    assert list(results) == list(ablations.COMPARISONS)
+    assert list(results) == QUICK_RUN
     for name, result in results.items():
         assert (out / f"ablation_{name}.png").stat().st_size > 5000, name
         assert result["seed"] == 0 and result["budget"] == "quick" and len(result["arms"]) >= 2
@@ -165,3 +171,20 @@ def test_budget_follows_quick_mode(monkeypatch) -> None:
     assert ablations._budget(None).name == "full"
     with pytest.raises(ValueError, match="budget"):
         ablations._budget("medium")
+
+
+def test_nothing_trains_while_nbgrader_executes_the_notebook(monkeypatch) -> None:
+    """Autograding (or the Validate button) runs the notebook: the ungraded comparisons say so, in milliseconds."""
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    results = {}
+    for name, comparison in ablations.COMPARISONS.items():
+        result = comparison()
+        assert not result.ran and result.budget == "not run", name
+        assert len(result.arms) >= 2 and all(arm.steps == 0 and math.isnan(arm.final) for arm in result.arms)
+        assert result.table() == f"{result.title}: {ablations.NOT_RUN_REASON}.", name
+        results[name] = result
+    assert ablations.summary_table(results).startswith("No comparison ran (nbgrader is executing")
+    assert ablations.positions_on_reversal("quick").ran  # an explicit budget still trains
+    monkeypatch.delenv("NBGRADER_EXECUTION")
+    assert ablations._budget(None).name == "quick"
