@@ -11,7 +11,11 @@ their own, with stock ``nbgrader autograde`` (one process, one submission after 
 equality test compares the two gradebooks.
 
 pytest-xdist runs session fixtures once per worker; :func:`built_once` makes the second worker
-wait for the first one's result instead of grading the class again.
+wait for the first one's result instead of grading the class again. A whole-suite run does better:
+:func:`start_in_background` (called by ``tests/conftest.py`` when the session starts) grades both
+classes in threads of the main pytest process while the workers run every other test, and the
+tests that need a class are collected last (:func:`class_tests_last`), so that nobody waits idle on
+a grading that sleeps in a student's loop.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,38 +51,119 @@ GRADE_OPTIONS = (f"--Execute.timeout={TIMEOUT}", "--log-level=WARN")
 
 
 def grading_env() -> dict[str, str]:
-    """The environment of an instructor's shell: no COURSE_QUICK (nbgrader sets its own)."""
+    """The environment of an instructor's shell: no COURSE_QUICK (nbgrader sets its own).
+
+    One compute thread per kernel: the suite grades while its workers run other tests, and
+    spinning OpenMP threads of several processes on 2 cores slow each other down many times over.
+    """
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("COURSE_QUICK", None)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
     return env
+
+
+#: The gradings still running (each in its own process group), stopped if the session ends first.
+_RUNNING: list[subprocess.Popen] = []
+
+
+def _run(command: list[str], cwd: Path, timeout: int) -> tuple[str, int]:
+    """Run ``command`` like ``subprocess.run``, in a process group that :func:`stop_background` can end."""
+    process = subprocess.Popen(command, cwd=cwd, env=grading_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _RUNNING.append(process)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        out, err = process.communicate()
+        err += f"\n(killed after {timeout} s)"
+    finally:
+        _RUNNING.remove(process)
+    return out + err, process.returncode
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
                build: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
     """``build(folder)`` once per test session, shared by every xdist worker; its JSON result.
 
-    The first worker to get here builds under an exclusive file lock; the others wait on the
-    lock and read what it wrote. A build that raised leaves no result, so each test that needs
-    it fails with the same error instead of passing on a half-built class.
+    The first worker to get here (or the session's background thread) builds under an exclusive
+    file lock; the others wait on the lock and read what it wrote. A build that raised leaves no
+    result, so each test that needs it fails with the same error instead of passing on a
+    half-built class.
     """
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent  # each worker has its own basetemp; their parent is shared
-    folder, result = base / name, base / f"{name}.json"
     with open(base / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not result.exists():
-            failed = base / f"{name}.failed"
-            if failed.exists():
-                pytest.fail(f"building {name} failed in another test:\n{failed.read_text()}")
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
+        _build_holding_the_lock(base, name, build)
+    return base / name, json.loads((base / f"{name}.json").read_text())
+
+
+def _build_holding_the_lock(base: Path, name: str, build: Callable[[Path], dict[str, Any]]) -> None:
+    folder, result, failed = base / name, base / f"{name}.json", base / f"{name}.failed"
+    if result.exists():
+        return
+    if failed.exists():
+        pytest.fail(f"building {name} failed in another test:\n{failed.read_text()}")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    try:
+        result.write_text(json.dumps(build(folder)))
+    except BaseException as error:
+        failed.write_text(repr(error))
+        raise
+
+
+#: The modules whose tests use a graded class (collected last by :func:`class_tests_last`).
+CLASS_FIXTURES = ("graded_class", "stock_class")
+_THREADS: list[threading.Thread] = []
+
+
+def start_in_background(base: Path) -> None:
+    """Start building both classes now, in threads of this process, under their locks.
+
+    The locks are taken before this returns (before pytest-xdist starts its workers), so a worker
+    that needs a class waits for this build instead of starting its own.
+    """
+    for name, build in (("graded-class", build_graded_class), ("stock-class", build_stock_class)):
+        lock = open(base / f"{name}.lock", "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+        def run(name: str = name, build: Callable[[Path], dict[str, Any]] = build, lock: Any = lock) -> None:
             try:
-                result.write_text(json.dumps(build(folder)))
-            except BaseException as error:
-                failed.write_text(repr(error))
-                raise
-    return folder, json.loads(result.read_text())
+                _build_holding_the_lock(base, name, build)
+            except BaseException:  # noqa: BLE001 - recorded in <name>.failed for the tests that need it
+                pass
+            finally:
+                lock.close()
+
+        thread = threading.Thread(target=run, name=f"build {name}", daemon=True)
+        thread.start()
+        _THREADS.append(thread)
+
+
+def stop_background() -> None:
+    """End the gradings still running (a session cut short) and wait for their threads."""
+    for process in list(_RUNNING):
+        try:
+            os.killpg(process.pid, 9)
+        except ProcessLookupError:
+            pass
+    for thread in _THREADS:
+        thread.join(timeout=60)
+
+
+def class_tests_last(items: list[pytest.Item]) -> None:
+    """Move every module with a test that needs a graded class to the end, in place (order kept).
+
+    pytest-xdist's ``--dist loadscope`` hands out whole modules in the order they were collected, so
+    the workers run everything else while the classes are graded in the background.
+    """
+    late = {item.module.__name__ for item in items
+            if getattr(item, "module", None) is not None and set(CLASS_FIXTURES) & set(item.fixturenames)}
+    items.sort(key=lambda item: getattr(getattr(item, "module", None), "__name__", None) in late)
 
 
 # --------------------------------------------------------------------------------------
@@ -141,10 +227,8 @@ def add_sample_class(course: Path) -> None:
 def grade_command(course: Path, *args: str, timeout: int = 1500) -> dict[str, Any]:
     """``python -m course_utils.grading <args>`` in ``course``: its output, status and time."""
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "course_utils.grading", *args, "--no-progress"],
-                            cwd=course, env=grading_env(), capture_output=True, text=True, timeout=timeout)
-    return {"output": result.stdout + result.stderr, "returncode": result.returncode,
-            "seconds": time.monotonic() - start}
+    output, returncode = _run([sys.executable, "-m", "course_utils.grading", *args, "--no-progress"], course, timeout)
+    return {"output": output, "returncode": returncode, "seconds": time.monotonic() - start}
 
 
 def build_graded_class(course: Path) -> dict[str, Any]:
@@ -166,10 +250,9 @@ def build_stock_class(course: Path) -> dict[str, Any]:
     write_submission(course, "buggy", SAMPLE_CHAPTER, round_trip_submission(course, SAMPLE_CHAPTER, "buggy"))
     run_nbgrader("generate_assignment", SAMPLE_CHAPTER, "--force", cwd=course)
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", SAMPLE_CHAPTER, *GRADE_OPTIONS],
-                            cwd=course, env=grading_env(), capture_output=True, text=True, timeout=1500)
-    return {"output": result.stdout + result.stderr, "returncode": result.returncode,
-            "seconds": time.monotonic() - start}
+    output, returncode = _run([sys.executable, "-m", "nbgrader", "autograde", SAMPLE_CHAPTER, *GRADE_OPTIONS],
+                              course, 1500)
+    return {"output": output, "returncode": returncode, "seconds": time.monotonic() - start}
 
 
 @pytest.fixture(scope="session")
