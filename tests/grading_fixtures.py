@@ -65,13 +65,18 @@ def grading_env() -> dict[str, str]:
 
 #: The gradings still running (each in its own process group), stopped if the session ends first.
 _RUNNING: list[subprocess.Popen] = []
+_STARTING = threading.Lock()  # held while a grading starts, so that a stop cannot miss it
+_STOPPED = threading.Event()
 
 
 def _run(command: list[str], cwd: Path, timeout: int) -> tuple[str, int]:
     """Run ``command`` like ``subprocess.run``, in a process group that :func:`stop_background` can end."""
-    process = subprocess.Popen(command, cwd=cwd, env=grading_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    _RUNNING.append(process)
+    with _STARTING:
+        if _STOPPED.is_set():
+            raise RuntimeError("the test session ended before this grading could start")
+        process = subprocess.Popen(command, cwd=cwd, env=grading_env(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        _RUNNING.append(process)
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -146,11 +151,13 @@ def start_in_background(base: Path) -> None:
 
 def stop_background() -> None:
     """End the gradings still running (a session cut short) and wait for their threads."""
-    for process in list(_RUNNING):
-        try:
-            os.killpg(process.pid, 9)
-        except ProcessLookupError:
-            pass
+    with _STARTING:
+        _STOPPED.set()
+        for process in list(_RUNNING):
+            try:
+                os.killpg(process.pid, 9)
+            except ProcessLookupError:
+                pass
     for thread in _THREADS:
         thread.join(timeout=60)
 
