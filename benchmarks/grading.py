@@ -43,9 +43,15 @@ TRAINING = re.compile(r"\bpick\(|\btrain")
 
 
 def _env() -> dict[str, str]:
+    """An instructor's shell: stock nbgrader's kernels take every core, as they do by default, and
+    ``make grade -j N`` shares the cores out itself (``course_utils.grading.share_cores``)."""
     from tests.grading_fixtures import grading_env
 
-    return grading_env()
+    env = grading_env()
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if name not in os.environ:
+            env.pop(name, None)
+    return env
 
 
 def make_class(course: Path, chapters: Sequence[str], students: int) -> int:

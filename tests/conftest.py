@@ -19,7 +19,7 @@ from tests.grading_fixtures import graded_class, stock_class  # noqa: F401 - fix
 TESTS = Path(__file__).resolve().parent
 #: Test files (or folders) whose run needs a graded class.
 NEEDS_A_CLASS = {TESTS.parent, TESTS, TESTS / "browser", TESTS / "test_grading_round_trip.py",
-                 TESTS / "test_sample_class.py", TESTS / "test_grading_parallel.py",
+                 TESTS / "test_sample_class.py", TESTS / "test_grading_equality.py",
                  TESTS / "browser" / "test_formgrader_pages.py"}
 
 

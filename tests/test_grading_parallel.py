@@ -1,9 +1,8 @@
-"""``make grade -j N`` writes what stock ``nbgrader autograde`` writes, and survives interruptions.
+"""``make grade -j N`` survives interruptions, and nbgrader's rough edges are fixed.
 
-- The equality test: chapter 01's sample class (correct, partial, blank, loops, crash, tampered,
-  answer-key imports, warnings, broken hand-ins) graded by stock ``nbgrader autograde`` one
-  submission after the other (``stock_class``) and by ``make grade CHAPTER=all -j 2`` with the
-  rest of the suite's class (``graded_class``): the same scores, comments and cell results.
+(The equality test, ``make grade -j 2`` against stock ``nbgrader autograde``, is
+``tests/test_grading_equality.py``: it needs the suite's graded class, and this file does not.)
+
 - Ctrl-C, then a killed worker: nothing graded is lost, the gradebook stays whole, and the next
   run grades only what is left.
 - nbgrader's rough edges: ``.venv/bin/nbgrader`` without an activated environment, warnings
@@ -22,62 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from course_utils.course import grade_cells, nbgrader_meta
 from course_utils.grading import HARMLESS_STDERR, duplicate_ids
-from tests.grading_fixtures import (GRADE_OPTIONS, SAMPLE_CHAPTER, grading_env, round_trip_submission,
-                                    write_submission)
+from tests.grading_fixtures import GRADE_OPTIONS, grading_env, round_trip_submission, write_submission
 from tests.support import copy_course
 
 COURSE_ID = "build-the-transformer"
-
-
-def _gradebook_snapshot(course: Path, chapter: str) -> dict[str, Any]:
-    """Everything grading wrote for ``chapter``: per student, the scores, grades and comments."""
-    snapshot: dict[str, Any] = {}
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gradebook:
-        for submission in gradebook.find_assignment(chapter).submissions:
-            student = submission.student
-            snapshot[student.id] = {
-                "student": (student.first_name, student.last_name, student.email, student.lms_user_id),
-                "submission": (submission.score, submission.max_score, submission.timestamp,
-                               submission.needs_manual_grade),
-                "notebooks": {nb.name: {
-                    "flagged": nb.flagged, "late_penalty": nb.late_submission_penalty,
-                    "grades": sorted((g.name, g.auto_score, g.manual_score, g.extra_credit, g.needs_manual_grade)
-                                     for g in nb.grades),
-                    "comments": sorted((c.name, c.auto_comment, c.manual_comment) for c in nb.comments),
-                } for nb in submission.notebooks},
-            }
-    return snapshot
-
-
-def _outputs(cell: Any) -> list[tuple[Any, ...]]:
-    """A cell's outputs; consecutive chunks of one stream joined (the kernel's flushes vary)."""
-    outputs: list[tuple[Any, ...]] = []
-    for o in cell.outputs:
-        if o.output_type == "stream" and outputs and outputs[-1][:2] == ("stream", o.name):
-            outputs[-1] = ("stream", o.name, outputs[-1][2] + o.text, None, None)
-        else:
-            outputs.append((o.output_type, o.get("name"), o.get("text"), o.get("ename"), o.get("evalue")))
-    return outputs
-
-
-def _cell_results(course: Path, chapter: str) -> dict[str, Any]:
-    """Per autograded notebook, what each grade cell showed: output kinds, streams, errors."""
-    results = {}
-    for path in sorted((course / "autograded").glob(f"*/{chapter}/{chapter}.ipynb")):
-        notebook = nbformat.read(path, as_version=4)
-        results[path.parts[-3]] = {nbgrader_meta(cell)["grade_id"]: _outputs(cell) for cell in grade_cells(notebook)}
-    return results
-
-
-# --------------------------------------------------------------------------------------
-# Interruptions
-# --------------------------------------------------------------------------------------
 
 
 def _children(pid: int) -> list[int]:
@@ -184,22 +135,6 @@ def test_anything_else_on_stderr_still_scores_zero(text: str) -> None:
 def test_duplicate_student_ids_are_flagged() -> None:
     assert duplicate_ids(["alice", "Alice", "bob", "carol ", "Carol"]) == {
         "alice": ["Alice"], "Alice": ["alice"], "carol ": ["Carol"], "Carol": ["carol "]}
-
-
-# Last in the file: it needs the shared class, which another worker may still be grading.
-def test_parallel_grading_writes_what_stock_nbgrader_writes(
-        graded_class: tuple[Path, dict[str, Any]], stock_class: tuple[Path, dict[str, Any]]) -> None:
-    parallel, stock = graded_class[0], stock_class[0]
-    expected = _gradebook_snapshot(stock, SAMPLE_CHAPTER)
-    assert len(expected) >= 15, stock_class[1]["output"]  # the whole sample class is in it
-    assert _gradebook_snapshot(parallel, SAMPLE_CHAPTER) == expected
-    stock_cells = _cell_results(stock, SAMPLE_CHAPTER)
-    assert _cell_results(parallel, SAMPLE_CHAPTER) == stock_cells
-    # Both failed on exactly the same hand-ins, and graded the others.
-    assert sorted(stock_cells) == sorted(set(expected) - {"no_notebook", "not_json"})
-    print(f"\nchapter 01 sample class ({len(expected)} submissions): stock nbgrader "
-          f"{stock_class[1]['seconds']:.0f} s; make grade CHAPTER=all -j 2 graded the whole class in "
-          f"{graded_class[1]['first']['seconds']:.0f} s")
 
 
 def test_each_kernel_gets_its_share_of_the_cores() -> None:

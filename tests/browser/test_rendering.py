@@ -49,22 +49,25 @@ panel => {
   for (const img of panel.querySelectorAll('img')) {
     if (!img.complete || img.naturalWidth === 0) problems.push('broken image: ' + decodeURIComponent(new URL(img.src, location.href).pathname.split('/').pop()));
   }
-  for (const err of panel.querySelectorAll('mjx-merror, .MathJax_Error')) {
+  // MathJax 3 (CHTML) draws a formula it cannot parse as <mjx-merror data-mjx-error="why">.
+  for (const err of panel.querySelectorAll('.jp-RenderedMarkdown mjx-merror')) {
     problems.push('LaTeX error: ' + (err.getAttribute('data-mjx-error') || err.textContent));
   }
-  const skip = el => el.closest('code, pre, mjx-container, script, style, .jp-InputArea, .jp-OutputArea');
+  // A markdown cell's rendered text sits inside its .jp-InputArea: only code and typeset math are skipped.
+  const skip = el => el.closest('code, pre, mjx-container, script, style');
   for (const md of panel.querySelectorAll('.jp-MarkdownCell .jp-RenderedMarkdown')) {
     const walker = document.createTreeWalker(md, NodeFilter.SHOW_TEXT);
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
       if (skip(node.parentElement)) continue;
-      const raw = node.textContent.match(/\\[A-Za-z]{2,}|\$[^$\s][^$]*\$/);
-      if (raw) problems.push('raw LaTeX: ' + raw[0]);
+      for (const raw of node.textContent.matchAll(/\\[A-Za-z]{2,}|\$[^$\s][^$]*\$/g)) problems.push('raw LaTeX: ' + raw[0]);
     }
   }
   const links = [...panel.querySelectorAll('.jp-RenderedMarkdown a[href]:not(.jp-InternalAnchorLink)')].map(a => ({
     text: a.textContent, raw: a.getAttribute('href'), href: a.href}));
   const ids = [...panel.querySelectorAll('[id]')].map(e => e.id);
+  // MathJax adds its stylesheet when it first typesets: before that, every formula is still text.
   return {problems, links, ids, math: panel.querySelectorAll('mjx-container').length,
+          typeset: document.getElementById('MJX-CHTML-styles') !== null,
           markdown: panel.querySelectorAll('.jp-MarkdownCell').length,
           rendered: panel.querySelectorAll('.jp-MarkdownCell .jp-RenderedMarkdown').length};
 }
@@ -145,7 +148,8 @@ def inspect(page: Any, server: Server, name: str, path: tuple[str, ...]) -> Rend
         time.sleep(0.5)
         seen = notebook.panel.evaluate(INSPECT)
         summary = (seen["problems"], seen["rendered"], seen["math"])
-        if (summary == before and seen["rendered"] == seen["markdown"]) or time.monotonic() > deadline:
+        settled = summary == before and seen["rendered"] == seen["markdown"] and seen["typeset"]
+        if settled or time.monotonic() > deadline:
             break
         before = summary
     problems = seen["problems"] + link_problems(seen["links"], seen["ids"], server, page.request)
@@ -157,13 +161,15 @@ def inspect(page: Any, server: Server, name: str, path: tuple[str, ...]) -> Rend
 #: One of each fault the checks look for.
 CANARY_CELLS = [
     "# A canary\n\n![missing](no_such_picture.png)\n",
-    "A formula MathJax cannot typeset: $\\frac{1}{2} \\notamacro{x}$, and TeX outside a formula: \\alpha.\n",
+    "A formula that typesets, $x^2$, and one MathJax cannot parse: $x^^2$.\n",
+    # Unbalanced braces: neither JupyterLab nor MathJax takes this for a formula, so it stays text.
+    "A formula left as text: $\\frac{1}{$, and TeX outside a formula: \\alpha.\n",
     "[dead](../no_such_chapter/no_such_chapter.ipynb), [no anchor](#No-such-heading), "
     "[no page](https://pytorch.org/docs/stable/generated/torch.no_such_thing.html)\n",
 ]
-# The LaTeX detectors (MathJax errors, TeX outside a formula) are not listed: in the headless lab the
-# canary's faulty formula was never reported, so they are not shown to work and nothing relies on them.
-CANARY_FINDS = ("broken image: no_such_picture.png", "dead link: ", "dead anchor: #No-such-heading",
+# An undefined macro (\\notamacro) is no fault here: MathJax's noundefined package draws it in red.
+CANARY_FINDS = ("broken image: no_such_picture.png", "LaTeX error: Missing open brace for superscript",
+                "raw LaTeX: $\\frac{1}{$", "raw LaTeX: \\alpha", "dead link: ", "dead anchor: #No-such-heading",
                 "PyTorch documents no torch.no_such_thing")
 
 
