@@ -21,6 +21,7 @@ round trip the grading tests, which share one autograded class (``tests/grading_
            ``tests/test_grading_round_trip.py`` (three students per chapter),
            ``tests/test_sample_class.py``, ``tests/test_grading_equality.py`` (stock nbgrader
            against ``make grade -j 2``) and ``tests/test_grading_parallel.py`` (interruptions)
+browser    ``tests/browser/``: JupyterLab and the formgrader in Chromium (needs the graded class)
 nbval      ``solutions/``: every solution notebook executed in quick mode
 ========== ====================================================================================
 
@@ -50,8 +51,9 @@ from benchmarks.common import ROOT, footer, header, markdown_table
 #: Test files that form a stage of their own; every other tests/test_*.py is "unit".
 OWN_STAGE = {"mutants": ["tests/test_checks_mutants.py"], "release": ["tests/test_release.py"],
              "round trip": ["tests/test_grading_round_trip.py", "tests/test_sample_class.py",
-                            "tests/test_grading_equality.py", "tests/test_grading_parallel.py"]}
-STAGES = ("install", "unit", "mutants", "release", "round trip", "nbval")
+                            "tests/test_grading_equality.py", "tests/test_grading_parallel.py"],
+             "browser": ["tests/browser"]}
+STAGES = ("install", "unit", "mutants", "release", "round trip", "browser", "nbval")
 
 
 @dataclass

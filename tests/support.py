@@ -76,9 +76,20 @@ def check_calls(chapter: str) -> list[CheckCall]:
                 offset = _offset(cell.source, node.lineno)
                 calls.append(CheckCall(
                     grade_id=grade_id, check=node.func.attr, answer=ast.unparse(node.args[0]),
-                    kwargs={k.arg: ast.literal_eval(k.value) for k in node.keywords},
+                    kwargs={k.arg: _argument(k.value) for k in node.keywords},
                     hidden=hidden_start != -1 and offset > hidden_start))
     return calls
+
+
+def _argument(node: ast.expr) -> Any:
+    """A grade-cell keyword argument: a literal, or a name of the setup cell's ``your_pieces(...)``
+    (``attention=MultiHeadAttention``), which stands for the reference piece, what ``your_pieces``
+    gives where the student's own notebook is not there (as while autograding)."""
+    if isinstance(node, ast.Name):
+        from course_utils import reference
+
+        return getattr(reference, node.id)
+    return ast.literal_eval(node)
 
 
 def _offset(source: str, lineno: int) -> int:

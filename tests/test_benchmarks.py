@@ -71,9 +71,10 @@ def test_quality_per_minute_records_bleu_after_each_epoch(capsys, tmp_path: Path
 
 
 def test_test_suite_stages_cover_every_test_file_once() -> None:
-    stages = test_suite.stage_commands(["unit", "mutants", "release", "round trip"], 5, tiny=False)
+    stages = test_suite.stage_commands(["unit", "mutants", "release", "round trip", "browser"], 5, tiny=False)
     files = [arg for stage in stages for arg in stage.command if arg.startswith("tests/")]
-    assert sorted(files) == sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py"))
+    assert sorted(files) == sorted([*(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")),
+                                    "tests/browser"])
     assert "tests/test_benchmarks.py" in files
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from course_utils import reference
+from tests.support import load_mutants
 from course_utils.reference.modern import (
     MLPS,
     NORMS,
@@ -186,3 +187,25 @@ def test_config_refuses_unknown_switches() -> None:
         ModernConfig(65, 16, norm="batch")
     with pytest.raises(ValueError, match="not divisible"):
         ModernConfig(65, 16, d_model=30, num_heads=4)
+
+
+@pytest.mark.parametrize("attention", load_mutants("02_multi_head_attention").CATALOGUE["check_multi_head_attention"].correct,
+                         ids=lambda c: c.__name__)
+def test_the_fused_check_compares_with_the_students_own_attention(attention, capsys) -> None:
+    """Chapter 11's grade cell passes the student's chapter 2 class: each of chapter 2's correct ones works."""
+    from course_utils import checks
+
+    checks.check_fused_causal_attention(reference.fused_causal_attention, attention=attention)
+    assert f"= your {attention.__name__} with a causal mask" in capsys.readouterr().out
+
+
+def test_the_fused_check_names_a_students_attention_that_cannot_be_built() -> None:
+    from course_utils import checks
+    from course_utils.checks.harness import CheckFailure
+
+    class Broken(nn.Module):
+        def __init__(self, d_model: int, num_heads: int) -> None:
+            raise ValueError("d_model must be even")
+
+    with pytest.raises(CheckFailure, match=r"Broken\(16, 4\).*d_model must be even"):
+        checks.check_fused_causal_attention(reference.fused_causal_attention, attention=Broken)

@@ -428,19 +428,28 @@ def _attention(attn: nn.Module, h: Tensor, num_heads: int, *, mask: str = "causa
 
 
 def check_fused_causal_attention(fused_causal_attention: Callable[..., Tensor], seed: int = 0, batch: int = 2,
-                                 length: int = 7, d_model: int = 16, num_heads: int = 4) -> None:
+                                 length: int = 7, d_model: int = 16, num_heads: int = 4,
+                                 attention: type | None = None) -> None:
     """Check ``fused_causal_attention(attn, x, num_heads)``: it calls ``F.scaled_dot_product_attention`` with
     ``is_causal=True`` on the heads of ``attn``'s projections and returns what ``attn(x, x, x, causal_mask)``
-    (chapter 2's ``MultiHeadAttention``) returns, in float32 and float64, with gradients."""
+    returns, in float32 and float64, with gradients. ``attn`` is an ``attention(d_model, num_heads)``: the
+    student's own chapter 2 ``MultiHeadAttention`` when the grade cell passes it (``your_pieces`` gives the
+    reference where theirs failed its checks), the reference by default."""
     fn = expect_callable(fused_causal_attention, "fused_causal_attention")
     check = Check("fused_causal_attention")
     check.refuse_answer_key(fn)
     from course_utils.reference.masking import create_causal_mask
     from course_utils.reference.multi_head_attention import MultiHeadAttention
 
+    whose = "MultiHeadAttention"
+    if attention is None:
+        attention = MultiHeadAttention
+    elif attention is not MultiHeadAttention:
+        whose = f"your {getattr(attention, '__name__', 'attention')}"
     with one_thread():
         with seeded(seed):
-            attn = MultiHeadAttention(d_model, num_heads).eval()
+            attn = check.call(attention, d_model, num_heads,
+                              what=f"{getattr(attention, '__name__', 'attention')}({d_model}, {num_heads})").eval()
         for device, dtype, where in devices_and_dtypes(attn):
             with seeded(seed + 1):
                 x = torch.randn(batch, length, d_model, dtype=dtype).to(device)
@@ -473,7 +482,7 @@ def check_fused_causal_attention(fused_causal_attention: Callable[..., Tensor], 
                      f"memory-efficient kernel that never builds the (T, T) mask.")
             if not got.requires_grad:
                 fail(f"{what} does not carry gradients: keep every step a torch operation.")
-    check.passed(f"F.scaled_dot_product_attention(is_causal=True) = MultiHeadAttention with a causal mask, "
+    check.passed(f"F.scaled_dot_product_attention(is_causal=True) = {whose} with a causal mask, "
                  f"float32/float64 on {device_names()}")
 
 
