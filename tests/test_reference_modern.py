@@ -195,7 +195,7 @@ def test_the_fused_check_compares_with_the_students_own_attention(attention, cap
     """Chapter 11's grade cell passes the student's chapter 2 class: each of chapter 2's correct ones works."""
     from course_utils import checks
 
-    checks.check_fused_causal_attention(reference.fused_causal_attention, attention=attention)
+    checks.check_fused_causal_attention(load_mutants("11_modern").fused_correct_named, attention=attention)
     assert f"= your {attention.__name__} with a causal mask" in capsys.readouterr().out
 
 
@@ -208,4 +208,4 @@ def test_the_fused_check_names_a_students_attention_that_cannot_be_built() -> No
             raise ValueError("d_model must be even")
 
     with pytest.raises(CheckFailure, match=r"Broken\(16, 4\).*d_model must be even"):
-        checks.check_fused_causal_attention(reference.fused_causal_attention, attention=Broken)
+        checks.check_fused_causal_attention(load_mutants("11_modern").fused_correct_named, attention=Broken)
