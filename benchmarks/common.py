@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -99,3 +102,28 @@ def set_threads(threads: int | None) -> None:
     """``torch.set_num_threads(threads)`` unless ``None`` (torch's default: one per core)."""
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def metrics_of_run(command: Callable[[Path], list[str]], timeout: float,
+                   env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a training CLI (``command(folder)`` writes ``folder/metrics.json``) from the repository
+    root; its metrics. A failed run stops the benchmark with the run's output."""
+    with tempfile.TemporaryDirectory() as folder:
+        cmd = command(Path(folder))
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise SystemExit(f"`{' '.join(cmd)}` failed:\n{result.stdout}\n{result.stderr}")
+        return json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+
+
+def alternating_rounds(setups: Sequence[str], repeats: int, run: Callable[[str], dict[str, Any]],
+                       describe: Callable[[dict[str, Any]], str]) -> dict[str, list[dict[str, Any]]]:
+    """``repeats`` rounds over ``setups``, every other round in reverse order (so that a machine
+    warming up or slowing down favours none), printing ``describe(metrics)`` after each run."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in setups}
+    names = list(setups)
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            runs[name].append(run(name))
+            print(f"    {name}: {describe(runs[name][-1])}", flush=True)
+    return runs

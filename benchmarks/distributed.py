@@ -21,10 +21,7 @@ processes take two batches per step, so steps per second are not comparable; tok
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python benchmarks/distributed.py`: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, footer, header, markdown_table, median
+from benchmarks.common import alternating_rounds, footer, header, markdown_table, median, metrics_of_run
 
 #: name -> (processes, threads per process)
 SETUPS: dict[str, tuple[int, int]] = {"1 process, 2 threads": (1, 2), "1 process, 1 thread": (1, 1),
@@ -52,12 +49,7 @@ def command(processes: int, threads: int, seconds: float, out: Path, tiny: bool)
 
 def run_once(processes: int, threads: int, seconds: float, tiny: bool) -> dict[str, Any]:
     """Train one set-up; its metrics."""
-    with tempfile.TemporaryDirectory() as folder:
-        cmd = command(processes, threads, seconds, Path(folder), tiny)
-        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 600)
-        if result.returncode != 0:
-            raise SystemExit(f"`{' '.join(cmd)}` failed:\n{result.stdout}\n{result.stderr}")
-        return json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+    return metrics_of_run(lambda folder: command(processes, threads, seconds, folder, tiny), seconds + 600)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,13 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seconds, args.repeats = 3.0, 1
     header("Data-parallel training: 1 process against 2 (torchrun, gloo)", "distributed", argv)
 
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SETUPS}
+    runs = alternating_rounds(SETUPS, args.repeats, lambda name: run_once(*SETUPS[name], args.seconds, args.tiny),
+                              lambda last: f"{last['train_tokens_per_second']:,.0f} tokens/s, {last['steps']} steps")
     names = list(SETUPS)
-    for round_ in range(args.repeats):
-        for name in names if round_ % 2 == 0 else reversed(names):
-            runs[name].append(run_once(*SETUPS[name], args.seconds, args.tiny))
-            last = runs[name][-1]
-            print(f"    {name}: {last['train_tokens_per_second']:,.0f} tokens/s, {last['steps']} steps", flush=True)
 
     some = runs[names[0]][0]
     print(f"\nmodel: preset {some['preset']}, {some['parameters']:,} parameters, {some['training_precision']}; "

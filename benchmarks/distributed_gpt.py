@@ -17,11 +17,8 @@ together. Two processes take two batches per step, so steps per second are not c
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python benchmarks/distributed_gpt.py`: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, footer, header, markdown_table, median
+from benchmarks.common import alternating_rounds, footer, header, markdown_table, median, metrics_of_run
 from benchmarks.distributed import SETUPS
 
 
@@ -44,13 +41,8 @@ def command(processes: int, seconds: float, out: Path, tiny: bool) -> list[str]:
 
 def run_once(processes: int, threads: int, seconds: float, tiny: bool) -> dict[str, Any]:
     """Train one set-up; its metrics."""
-    with tempfile.TemporaryDirectory() as folder:
-        cmd = command(processes, seconds, Path(folder), tiny)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's thread count in every process
-        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 600)
-        if result.returncode != 0:
-            raise SystemExit(f"`{' '.join(cmd)}` failed:\n{result.stdout}\n{result.stderr}")
-        return json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's thread count in every process
+    return metrics_of_run(lambda folder: command(processes, seconds, folder, tiny), seconds + 600, env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,14 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seconds, args.repeats = 2.0, 1
     header("GPT training: 1 process against 2 (torchrun, gloo)", "distributed_gpt", argv)
 
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SETUPS}
+    runs = alternating_rounds(SETUPS, args.repeats, lambda name: run_once(*SETUPS[name], args.seconds, args.tiny),
+                              lambda last: f"{last['train_tokens_per_second']:,.0f} characters/s, {last['steps']} "
+                                           f"steps, {last['hardware']['torch_threads']} thread(s) per process")
     names = list(SETUPS)
-    for round_ in range(args.repeats):
-        for name in names if round_ % 2 == 0 else reversed(names):
-            runs[name].append(run_once(*SETUPS[name], args.seconds, args.tiny))
-            last = runs[name][-1]
-            print(f"    {name}: {last['train_tokens_per_second']:,.0f} characters/s, {last['steps']} steps, "
-                  f"{last['hardware']['torch_threads']} thread(s) per process", flush=True)
 
     some = runs[names[0]][0]
     config = some["config"]
