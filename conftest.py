@@ -15,8 +15,3 @@ if _workers > 1:
     _threads = str(max(1, len(os.sched_getaffinity(0)) // _workers))
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_name, _threads)
-    # The main pytest process grades the shared classes in the background (tests/conftest.py), and
-    # the tests that need them wait at the end of the run: let that grading have the cores first,
-    # the workers (and the kernels and programs they start) take what it leaves.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        os.nice(5)
