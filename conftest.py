@@ -12,6 +12,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # thread per core: on 2 cores the suite ran 5 to 10 of them at once.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
 if _workers > 1:
-    _threads = str(max(1, len(os.sched_getaffinity(0)) // _workers))
-    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_name, _threads)
+    from course_utils.grading import share_cores  # what `make grade -j N` gives its kernels
+
+    share_cores(_workers)

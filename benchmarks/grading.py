@@ -37,7 +37,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python benchmarks/grading.py`: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, footer, header, markdown_table
+from benchmarks.common import footer, header, markdown_table
 
 KINDS = ("perfect", "blank", "buggy")
 TRAINING = re.compile(r"\bpick\(|\btrain")
@@ -46,10 +46,11 @@ TRAINING = re.compile(r"\bpick\(|\btrain")
 def _env() -> dict[str, str]:
     """An instructor's shell: stock nbgrader's kernels take every core, as they do by default, and
     ``make grade -j N`` shares the cores out itself (``course_utils.grading.share_cores``)."""
+    from course_utils.grading import THREAD_VARIABLES
     from tests.grading_fixtures import grading_env
 
     env = grading_env()
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in THREAD_VARIABLES:
         if name not in os.environ:
             env.pop(name, None)
     return env

@@ -36,6 +36,7 @@ import nbformat
 import pytest
 
 from course_utils.course import RELEASE_DIR, nbgrader_meta, release_notebook, source_notebook
+from course_utils.grading import THREAD_VARIABLES
 from tests.support import CHAPTERS, copy_course, load_mutants, run_nbgrader
 
 SAMPLE_CHAPTER = "01_attention"
@@ -58,8 +59,8 @@ def grading_env() -> dict[str, str]:
     """
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("COURSE_QUICK", None)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.setdefault("MKL_NUM_THREADS", "1")
+    for name in THREAD_VARIABLES:
+        env.setdefault(name, "1")
     return env
 
 
