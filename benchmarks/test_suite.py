@@ -12,7 +12,7 @@ pytest runs, one per stage, and times each:
 ========== ====================================================================================
 install    ``make .venv/.installed``: a no-op check when the environment is current; with
            ``--fresh-install``, also a new virtual environment in a temporary folder with the
-           Makefile's own pip steps (needs the network or a warm pip cache)
+           Makefile's own install steps (needs the network or a warm pip/uv cache)
 unit       every other file of ``tests/``: the reference against PyTorch, data, batching, the
            training CLI's smoke run, the workspace, the decoder cache, the benchmarks' tiny runs
 mutants    ``tests/test_checks_mutants.py``: every check against its known-wrong answers
@@ -94,12 +94,10 @@ def stage_commands(names: Sequence[str], durations: int, tiny: bool) -> list[Sta
 
 
 def fresh_install_stage() -> Stage:
-    """A new virtual environment with the Makefile's pip steps, in a temporary folder."""
+    """A new virtual environment in a temporary folder, by the Makefile's own install steps."""
     venv = Path(tempfile.mkdtemp(prefix="course-venv-")) / ".venv"
-    pip = f"{venv}/bin/python -m pip install --quiet"
-    script = (f"{sys.executable} -m venv {venv} && {pip} --upgrade pip && "
-              f"{pip} \"$(grep '^torch==' requirements.txt)\" && {pip} -r requirements.txt && "
-              f"{pip} --no-deps -e . && rm -rf {venv.parent}")
+    script = (f"make --no-print-directory VENV={venv} {venv}/.installed && "
+              f"rm -rf {venv.parent}")
     return Stage("install (fresh venv)", ["bash", "-c", script])
 
 
