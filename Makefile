@@ -46,13 +46,11 @@ $(STAMP): requirements.txt pyproject.toml
 	# torch first, from its exact pin and with pip, which knows where a machine keeps its local
 	# CPU build (a looser request would pull several GB of CUDA wheels); uv from its pin too.
 	$(PY) -m pip install --quiet --no-compile "$$(grep '^torch==' requirements.txt)" "$$(grep '^uv==' requirements.txt)"
-	# uv installs the rest in parallel (a quarter of pip's time here); it keeps the torch above,
-	# which satisfies the pin.
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -r requirements.txt
+	# uv installs the rest in parallel; it keeps the torch above, which satisfies the pin.
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
-	# Bytecode for the torch pip installed, on every core (uv compiled the rest): where
-	# PYTHONDONTWRITEBYTECODE is set (as on the course machines), a module without it is compiled
-	# again by every process that imports it (the suite took 844 s instead of 486). A file written
-	# for a newer Python is skipped, as pip skips it.
-	$(PY) -m compileall -q -j 0 $(VENV)/lib/python*/site-packages/torch >/dev/null || true
+	# Then the bytecode of everything, on every core: where PYTHONDONTWRITEBYTECODE is set (as on
+	# the course machines), a module without it is compiled again by every process that imports it
+	# (the suite took 844 s instead of 486). A file written for a newer Python is skipped, as pip does.
+	$(PY) -m compileall -q -j 0 $(VENV)/lib/python*/site-packages >/dev/null 2>&1 || true
 	touch $@
