@@ -8,7 +8,7 @@ perplexity, wall time, parameter count, hardware, library versions, the per-epoc
 ``checkpoints/`` is git-ignored. Presets (:data:`PRESETS`):
 
 ========  ===================================================================================
-smoke     a tiny model on 2,000 pairs for one epoch, scored on 100 test sentences: checks
+smoke     a tiny model on 1,000 pairs for one epoch, scored on 100 test sentences: checks
           the whole pipeline in well under a minute (the test suite runs it). Its BLEU is ~0.
 cpu       a laptop run: at most 15 minutes of training on 2 CPU cores (then a few minutes of
           scoring); target BLEU >= 30.
@@ -132,9 +132,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # The whole pipeline in seconds: a tiny model, 2,000 pairs, one epoch, 100 test sentences.
+    # The whole pipeline in seconds: a tiny model, 1,000 pairs, one epoch, 100 test sentences.
     "smoke": Preset("smoke", d_model=32, num_layers=1, num_heads=2, d_ff=64, dropout=0.1,
-                    max_tokens=1000, train_subset=2000, eval_subset=100, epochs=1,
+                    max_tokens=1000, train_subset=1000, eval_subset=100, epochs=1,
                     warmup_steps=20, lr_factor=1.0, threads=1),
     # 15 minutes on 2 CPU cores. The published reference point's size (3+3 layers, d_model 256,
     # 8 heads, d_ff 512), small batches (1,000 positions: twice the updates of 2,000 for the same

@@ -39,7 +39,7 @@ def test_smoke_preset_writes_metrics_with_every_field(smoke_run: Path) -> None:
     assert metrics["beam"]["beam_size"] == 4 and "bleu_gain_over_greedy" in metrics["beam"]
     assert metrics["hardware"]["device"] in ("cpu", "cuda") and metrics["hardware"]["torch_threads"] >= 1
     assert metrics["versions"]["torch"] == torch.__version__ and "sacrebleu" in metrics["versions"]
-    assert metrics["data"]["train_pairs"] == 2_000
+    assert metrics["data"]["train_pairs"] == train.PRESETS["smoke"].train_subset == 1_000
     assert metrics["test_set"].startswith("test2016") and len(metrics["examples"]) == 5
     assert len(metrics["history"]) == 1 and metrics["history"][0]["batch_losses"]
 
