@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 from tests.browser.servers import Server
 
 #: Playwright's per-action limit, in ms: the machine may be busy with the rest of the suite.
@@ -62,10 +64,19 @@ def open_from_file_browser(page: Any, *path: str, kernel: bool = True) -> "Noteb
     With ``kernel``, wait until the notebook's kernel is connected and idle, as a student waits
     for the status bar's "Idle" before running a cell.
     """
-    page.locator(".jp-FileBrowser .jp-BreadCrumbs-home").click()
-    for part in path:
-        page.locator(".jp-DirListing-item", has=page.locator(".jp-DirListing-itemText", has_text=re.compile(
-            rf"^{re.escape(part)}$"))).dblclick()
+    for attempt in range(3):
+        page.locator(".jp-FileBrowser .jp-BreadCrumbs-home").click()
+        try:
+            for part in path:
+                page.locator(".jp-DirListing-item", has=page.locator(".jp-DirListing-itemText", has_text=re.compile(
+                    rf"^{re.escape(part)}$"))).dblclick(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            # Seen once on a loaded machine: the listing re-rendered under the click for a whole
+            # minute ("element was detached from the DOM, retrying"). Start again from the top, as a
+            # student would click again.
+            if attempt == 2:
+                raise
     notebook = Notebook(page, path[-1])
     page.locator(CURRENT_TAB, has_text=path[-1]).wait_for()  # not the notebook shown before
     notebook.cells.first.wait_for()
