@@ -4,7 +4,7 @@
 and each notebook's cells, stay on one pytest-xdist worker. The grading tests of several files
 share one autograded class (``tests/grading_fixtures.py``), built once for all workers; when the
 run includes them, the main process starts grading it as the session starts, and their modules
-are collected last.
+are collected last (which orders a one-process run; pytest-xdist reorders modules by size).
 """
 
 from __future__ import annotations
