@@ -41,13 +41,14 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.quality_per_minute
 	$(PY) -m benchmarks.test_suite
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-overrides.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, from its exact pin and with pip, which knows where a machine keeps its local
 	# CPU build (a looser request would pull several GB of CUDA wheels); uv from its pin too.
 	$(PY) -m pip install --quiet --no-compile "$$(grep '^torch==' requirements.txt)" "$$(grep '^uv==' requirements.txt)"
-	# uv installs the rest in parallel; it keeps the torch above, which satisfies the pin.
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
+	# uv installs the rest in parallel; it keeps the torch above, which satisfies the pin. The
+	# overrides keep out a package that costs every Jupyter process 1.5 s (see that file).
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt --override requirements-overrides.txt
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	# Then the bytecode of everything, on every core: where PYTHONDONTWRITEBYTECODE is set (as on
 	# the course machines), a module without it is compiled again by every process that imports it

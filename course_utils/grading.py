@@ -22,7 +22,7 @@ interrupted.
 This module also holds the preprocessors that ``nbgrader_config.py`` puts into nbgrader's
 pipeline: :class:`BoundedExecute` (a submission stuck in compiled code cannot stop the batch),
 :class:`MissingCellsOverwriteCells` (a deleted exercise and grade cell do not fail the whole
-submission) and the :data:`HARMLESS_STDERR` pattern (warnings on stderr do not cost points).
+submission, and only a grade cell the student changed is reported as changed) and the :data:`HARMLESS_STDERR` pattern (warnings on stderr do not cost points).
 See ``docs/instructors.md``.
 """
 
@@ -42,10 +42,13 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from nbformat.notebooknode import NotebookNode
 from nbgrader.converters.autograde import Autograde
-from nbgrader.preprocessors import Execute, OverwriteCells
+from nbgrader.api import MissingEntry
+from nbgrader.preprocessors import ClearHiddenTests, Execute, OverwriteCells
 
 # What OverwriteCells (add_missing_cells=True) writes at the top of a grade cell it puts back.
 MISSING_CELL_MARK = "was missing from the submission"
+#: Cell metadata that MissingCellsOverwriteCells sets on a locked cell the student had changed.
+RESTORED_KEY = "course_utils_restored"
 
 
 # --------------------------------------------------------------------------------------
@@ -155,7 +158,40 @@ class MissingCellsOverwriteCells(OverwriteCells):
     grade at all. Here the grade cell goes after the nearest earlier source cell the submission
     still has (or first, if none), and is run and scored like any other: 0, since its exercise
     is gone.
+
+    It also keeps nbgrader's "Attribute 'checksum' for cell ... has changed!" warning for grade
+    cells a student changed. nbgrader 0.9 warns for every grade cell with hidden tests in every
+    submission (its issue #1961: the gradebook's checksum is taken before the hidden tests are
+    cleared from the release), which buries a real edit among false alarms. A locked cell that
+    is exactly the release's version (the source with its hidden tests cleared) gets the
+    source back here, as nbgrader would do after its warning; anything else goes on to
+    nbgrader's own comparison and warning.
     """
+
+    def preprocess_cell(self, cell: NotebookNode, resources: Any, cell_index: int) -> tuple[NotebookNode, Any]:
+        source_cell = self._source_cell(cell)
+        if source_cell is not None and source_cell.locked and cell.source != source_cell.source:
+            if self._as_released(source_cell) == cell.source:
+                cell.source = source_cell.source
+            else:  # the student changed it: nbgrader restores it, and the table says so
+                cell.metadata[RESTORED_KEY] = True
+        return super().preprocess_cell(cell, resources, cell_index)
+
+    def _source_cell(self, cell: NotebookNode) -> Any:
+        grade_id = nbgrader_id(cell)
+        if grade_id is None:
+            return None
+        try:
+            return self.gradebook.find_source_cell(grade_id, self.notebook_id, self.assignment_id)
+        except MissingEntry:
+            return None  # nbgrader's own step reports it
+
+    def _as_released(self, source_cell: Any) -> str:
+        """The source cell's text as the release has it: hidden tests cleared."""
+        released = nbformat.from_dict({"cell_type": source_cell.cell_type, "source": source_cell.source,
+                                       "metadata": {}})
+        ClearHiddenTests(parent=self)._remove_hidden_test_region(released)
+        return released.source
 
     def add_missing_grade_cells(self, nb: NotebookNode, resources: Any) -> tuple[NotebookNode, Any]:
         source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
@@ -235,12 +271,15 @@ def _grade_ids_in_order(coursedir: Any, chapter: str, notebook: str, known: list
 
 def _notes(autograded: Path) -> list[str]:
     """What an instructor should look at in an autograded notebook, e.g. ``time limit: sdpa_check``."""
-    found: dict[str, list[str]] = {"time limit": [], "kernel died": [], "grade cell put back": []}
+    found: dict[str, list[str]] = {"time limit": [], "kernel died": [], "grade cell put back": [],
+                                   "edited cell restored": []}
     notebook = nbformat.read(autograded, as_version=4)
     for index, cell in enumerate(notebook.cells):
+        name = _describe(cell, index).removeprefix("cell ").strip("'")
+        if cell.get("metadata", {}).get(RESTORED_KEY):
+            found["edited cell restored"].append(name)
         if cell.cell_type != "code":
             continue
-        name = _describe(cell, index).removeprefix("cell ").strip("'")
         enames = {o.get("ename") for o in cell.get("outputs", []) if o.get("output_type") == "error"}
         if "CellTimeoutError" in enames:
             found["time limit"].append(name)
