@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import math
 import operator
 import random
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from course_utils import reference
+from course_utils import cache, reference
 from course_utils.checks.harness import (
     Check,
     describe,
@@ -631,6 +632,10 @@ _COPY_VOCAB = 12
 _COPY_SPECIALS = (0, 1, 2)  # pad, bos, eos while training the copier
 
 
+#: Bump when _train_copy_model changes: the disk cache keeps the weights under this version.
+_COPY_MODEL_VERSION = 1
+
+
 @functools.cache
 def _copy_model_state() -> dict[str, Tensor]:
     """A small Transformer trained for ~60 steps to copy its input (a second on a CPU).
@@ -638,10 +643,37 @@ def _copy_model_state() -> dict[str, Tensor]:
     Half-trained on purpose: it copies imperfectly, and ends its outputs with <eos> at many
     different positions, which is what a decoding check needs. Trained in float64 on one
     thread (faster for so small a model on a busy machine), so that every machine gets
-    practically the same weights.
+    practically the same weights. Kept in the course's disk cache (:mod:`course_utils.cache`),
+    keyed by this code's version and torch's: autograding runs every submission in a new
+    kernel, and a class would otherwise pay that second once per student.
     """
+    path = cache.cache_dir() / "checks" / f"copy-model-v{_COPY_MODEL_VERSION}-torch{torch.__version__}.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if _is_copy_model_state(state):
+            return state
+    except Exception:  # noqa: BLE001 - missing, unreadable or damaged: train it again
+        pass
     with one_thread():
-        return _train_copy_model()
+        state = _train_copy_model()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    cache.write_atomically(path, buffer.getvalue())
+    return state
+
+
+def _is_copy_model_state(state: Any) -> bool:
+    """True when ``state`` has exactly the copier's tensors, in float64, with their shapes."""
+    expected = _copy_model_skeleton().state_dict()
+    return (isinstance(state, dict) and set(state) == set(expected)
+            and all(isinstance(state[k], Tensor) and state[k].dtype == torch.float64
+                    and state[k].shape == v.shape for k, v in expected.items()))
+
+
+@functools.cache
+def _copy_model_skeleton() -> nn.Module:
+    return reference.Transformer(_COPY_VOCAB, _COPY_VOCAB, d_model=32, num_layers=2, num_heads=4, d_ff=64,
+                                 dropout=0.0, max_seq_length=32).double()
 
 
 def _train_copy_model() -> dict[str, Tensor]:

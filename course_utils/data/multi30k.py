@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from course_utils.data.files import DATA_DIR, DATA_FILES, DataFileError, read_lines, resolve_data_dir
+from course_utils import cache
+from course_utils.cache import CACHE_DIR
+from course_utils.data.files import DATA_FILES, DataFileError, read_lines, resolve_data_dir
 from course_utils.data.tokenization import spacy_version, tokenize
 
 __all__ = [
@@ -55,8 +57,6 @@ MULTI30K_SPLITS: Final[dict[str, str]] = {
 }
 
 #: The default cache folder: ``.cache/`` at the repository root (git-ignored).
-CACHE_DIR: Final[Path] = DATA_DIR.parent / ".cache"
-CACHE_DIR_ENV: Final[str] = "COURSE_CACHE_DIR"
 
 # Bump when the cached structure changes: old entries are then simply not found.
 _CACHE_FORMAT: Final[int] = 1
@@ -145,13 +145,6 @@ def multi30k_cache_key() -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    from_env = os.environ.get(CACHE_DIR_ENV, "").strip()
-    return Path(from_env) if from_env else CACHE_DIR
-
-
 def _read_cache(path: Path, lines: dict[str, list[str]]) -> dict[str, list[list[str]]] | None:
     """The cached tokens, or None when absent, unreadable or not matching the files' line counts."""
     try:
@@ -166,14 +159,7 @@ def _read_cache(path: Path, lines: dict[str, list[str]]) -> dict[str, list[list[
 
 
 def _write_cache(path: Path, tokens: dict[str, list[list[str]]]) -> None:
-    """Write atomically (temporary file, then rename): two processes may race to create it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError:
-        pass  # a read-only checkout still works, only without the speed-up
+    cache.write_atomically(path, json.dumps(tokens, ensure_ascii=False).encode("utf-8"))
 
 
 def load_multi30k(data_dir: str | os.PathLike[str] | None = None, *, use_cache: bool = True,
@@ -192,7 +178,7 @@ def load_multi30k(data_dir: str | os.PathLike[str] | None = None, *, use_cache: 
     """
     start = time.perf_counter()
     lines = verify_multi30k(resolve_data_dir(data_dir))
-    path = _cache_dir(cache_dir) / "multi30k" / f"{multi30k_cache_key()}.json" if use_cache else None
+    path = cache.cache_dir(cache_dir) / "multi30k" / f"{multi30k_cache_key()}.json" if use_cache else None
     tokens = _read_cache(path, lines) if path is not None else None
     from_cache = tokens is not None
     if tokens is None:

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from course_utils import cache
 from course_utils.course import ROOT
 from course_utils.yours.catalogue import Chapter, catalogue, chapter_of
 from course_utils.yours.student import StudentChapter, read_student_chapter
@@ -93,9 +94,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
 
 def cache_dir() -> Path:
     """``.cache/yours/`` at the repository root (or under ``$COURSE_CACHE_DIR``); git-ignored."""
-    from course_utils.data.multi30k import _cache_dir
-
-    return _cache_dir(None) / "yours"
+    return cache.cache_dir() / "yours"
 
 
 def _digest(*parts: Any) -> str:
@@ -378,14 +377,7 @@ class Resolver:
         self.known[result.key] = result
         if not self.use_disk:
             return
-        path = self._path(result.chapter, result.key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(result.to_json()), encoding="utf-8")
-            os.replace(temporary, path)
-        except OSError:
-            pass  # a read-only course folder only costs the speed-up
+        cache.write_atomically(self._path(result.chapter, result.key), json.dumps(result.to_json()).encode("utf-8"))
 
 
 def default_workspace() -> Path:
