@@ -22,7 +22,8 @@ interrupted.
 This module also holds the preprocessors that ``nbgrader_config.py`` puts into nbgrader's
 pipeline: :class:`BoundedExecute` (a submission stuck in compiled code cannot stop the batch),
 :class:`MissingCellsOverwriteCells` (a deleted exercise and grade cell do not fail the whole
-submission, and only a grade cell the student changed is reported as changed) and the :data:`HARMLESS_STDERR` pattern (warnings on stderr do not cost points).
+submission, and only a grade cell the student changed is reported as changed) and the
+:data:`HARMLESS_STDERR` pattern (warnings on stderr do not cost points).
 See ``docs/instructors.md``.
 """
 

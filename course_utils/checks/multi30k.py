@@ -664,23 +664,22 @@ def _copy_model_state() -> dict[str, Tensor]:
 
 def _is_copy_model_state(state: Any) -> bool:
     """True when ``state`` has exactly the copier's tensors, in float64, with their shapes."""
-    expected = _copy_model_skeleton().state_dict()
+    expected = _copy_transformer(dropout=0.0).double().state_dict()
     return (isinstance(state, dict) and set(state) == set(expected)
             and all(isinstance(state[k], Tensor) and state[k].dtype == torch.float64
                     and state[k].shape == v.shape for k, v in expected.items()))
 
 
-@functools.cache
-def _copy_model_skeleton() -> nn.Module:
+def _copy_transformer(dropout: float, pad_idx: int = 0) -> nn.Module:
+    """The copier's architecture (untrained, float32)."""
     return reference.Transformer(_COPY_VOCAB, _COPY_VOCAB, d_model=32, num_layers=2, num_heads=4, d_ff=64,
-                                 dropout=0.0, max_seq_length=32).double()
+                                 dropout=dropout, max_seq_length=32, pad_idx=pad_idx)
 
 
 def _train_copy_model() -> dict[str, Tensor]:
     generator = torch.Generator().manual_seed(1234)
     with seeded(1234):
-        model = reference.Transformer(_COPY_VOCAB, _COPY_VOCAB, d_model=32, num_layers=2, num_heads=4, d_ff=64,
-                                      dropout=0.0, max_seq_length=32).double()
+        model = _copy_transformer(dropout=0.0).double()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     criterion = nn.CrossEntropyLoss(ignore_index=0)
     positions = torch.arange(8)
@@ -702,8 +701,7 @@ def _train_copy_model() -> dict[str, Tensor]:
 
 def _copy_model(pad_idx: int, bos_idx: int, eos_idx: int, device: torch.device) -> nn.Module:
     """The copier in float64 on ``device``, its ids permuted so that the specials are the ones asked for."""
-    model = reference.Transformer(_COPY_VOCAB, _COPY_VOCAB, d_model=32, num_layers=2, num_heads=4, d_ff=64,
-                                  dropout=0.1, max_seq_length=32, pad_idx=pad_idx)
+    model = _copy_transformer(dropout=0.1, pad_idx=pad_idx)
     state = dict(_copy_model_state())
     # new id of old id: specials go where asked, the other ids fill the remaining slots in order.
     wanted = (pad_idx, bos_idx, eos_idx)

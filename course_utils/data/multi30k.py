@@ -56,8 +56,6 @@ MULTI30K_SPLITS: Final[dict[str, str]] = {
     "test": "test_2016_flickr",
 }
 
-#: The default cache folder: ``.cache/`` at the repository root (git-ignored).
-
 # Bump when the cached structure changes: old entries are then simply not found.
 _CACHE_FORMAT: Final[int] = 1
 
@@ -158,10 +156,6 @@ def _read_cache(path: Path, lines: dict[str, list[str]]) -> dict[str, list[list[
     return tokens
 
 
-def _write_cache(path: Path, tokens: dict[str, list[list[str]]]) -> None:
-    cache.write_atomically(path, json.dumps(tokens, ensure_ascii=False).encode("utf-8"))
-
-
 def load_multi30k(data_dir: str | os.PathLike[str] | None = None, *, use_cache: bool = True,
                   cache_dir: str | os.PathLike[str] | None = None) -> Multi30k:
     """Multi30k's train, val and test2016 splits, verified and tokenized (German and English).
@@ -184,7 +178,7 @@ def load_multi30k(data_dir: str | os.PathLike[str] | None = None, *, use_cache: 
     if tokens is None:
         tokens = {relpath: tokenize(text, relpath.split(".")[-2]) for relpath, text in lines.items()}
         if path is not None:
-            _write_cache(path, tokens)
+            cache.write_atomically(path, json.dumps(tokens, ensure_ascii=False).encode("utf-8"))
 
     def split(name: str) -> ParallelSplit:
         de, en = _relpath(name, "de"), _relpath(name, "en")
