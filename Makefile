@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 ## make lab: install if needed, copy new chapters into work/ (never overwriting), start the student's JupyterLab on work/
 # lab/student/ holds the student's settings (no instructor tools, no news pop-up); tests/browser/ runs this line.
 lab: $(STAMP)
-	$(PY) -m course_utils.workspace
+	$(PY) -m course_utils.course.workspace
 	JUPYTER_CONFIG_PATH="$(CURDIR)/lab/student$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))" $(VENV)/bin/jupyter lab --ServerApp.root_dir=work $(ROOT_FLAG) $(LAB_ARGS)
 
 ## make test: install if needed, then the whole test suite (what CI runs)
@@ -20,17 +20,17 @@ test: $(STAMP)
 
 ## make release: regenerate notebooks/ from solutions/ with nbgrader
 release: $(STAMP)
-	$(PY) -m course_utils.release
+	$(PY) -m course_utils.course.release
 
 ## make grade CHAPTER=01_attention|all [-j N | JOBS=N]: autograde every submission in submitted/*/CHAPTER/ over N worker processes (default: every core), print the scores
 # make's own -j N is read from MAKEFLAGS (at recipe time, hence `=`); JOBS=N says the same.
 GRADE_JOBS = $(or $(JOBS),$(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))))
 grade: $(STAMP)
-	$(PY) -m course_utils.grading $(or $(CHAPTER),$(error give CHAPTER=<id> or CHAPTER=all)) $(if $(GRADE_JOBS),-j $(GRADE_JOBS)) $(GRADE_ARGS)
+	$(PY) -m course_utils.course.grading $(or $(CHAPTER),$(error give CHAPTER=<id> or CHAPTER=all)) $(if $(GRADE_JOBS),-j $(GRADE_JOBS)) $(GRADE_ARGS)
 
 ## make solutions [CHAPTERS="09_multi30k"]: re-execute solutions/ in place (full mode) so their committed outputs are fresh
 solutions: $(STAMP)
-	$(PY) -m course_utils.release --execute-solutions $(CHAPTERS)
+	$(PY) -m course_utils.course.release --execute-solutions $(CHAPTERS)
 
 ## make bench: every benchmark at its real size (about 45 minutes on 2 cores); results in benchmarks/RESULTS.md
 .PHONY: bench

@@ -12,6 +12,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # thread per core: on 2 cores the suite ran 5 to 10 of them at once.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
 if _workers > 1:
-    from course_utils.grading import share_cores  # what `make grade -j N` gives its kernels
+    from course_utils.course.grading import share_cores  # what `make grade -j N` gives its kernels
 
     share_cores(_workers)

@@ -27,7 +27,7 @@ c.Execute.interrupt_on_timeout = True
 # A loop inside compiled code ignores that interrupt, and nbgrader would then drop the whole
 # submission (no score, no feedback). BoundedExecute stops such a kernel instead and scores
 # the cells it could not run as 0, with a message; see docs/instructors.md ("Pitfalls").
-from course_utils.grading import HARMLESS_STDERR, autograde_preprocessors, sanitize_preprocessors  # noqa: E402
+from course_utils.course.grading import HARMLESS_STDERR, autograde_preprocessors, sanitize_preprocessors  # noqa: E402
 
 c.Autograde.autograde_preprocessors = autograde_preprocessors()
 # Kill each kernel once its notebook has run instead of waiting for a polite shutdown:

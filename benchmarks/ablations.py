@@ -6,7 +6,7 @@
     python -m benchmarks.ablations --modern-15min       # the modern GPT with chapter 10's 15-minute cpu preset
     python -m benchmarks.ablations --quick --out-dir /tmp/ablations   # seconds per arm (the test); numbers meaningless
 
-Each comparison is a function of :mod:`course_utils.ablations` (the notebook of chapter 11 calls the same
+Each comparison is a function of :mod:`course_utils.training.ablations` (the notebook of chapter 11 calls the same
 ones). Writes ``ablations.json`` (every arm's curve and final figure, per seed, the machine) and one figure
 per comparison, ``ablation_<name>.png`` (``_seed<k>`` added for another seed than 0), into ``--out-dir`` (default ``benchmarks/``; with ``--quick``
 nothing is written unless ``--out-dir`` is given). Run it alone on the machine (timings are wall time).
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ROOT, footer, header, load_average, machine_line, markdown_table
-from course_utils import ablations
-from course_utils.ablations import Ablation
+from course_utils.training import ablations
+from course_utils.training.ablations import Ablation
 
 JSON_NAME = "ablations.json"
 

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chapters", default="", help="comma-separated chapter ids (default: all)")
     parser.add_argument("--tiny", action="store_true", help="one chapter, one repeat")
     args = parser.parse_args(argv)
-    from course_utils.course import chapters
+    from course_utils.course.chapters import chapters
 
     chosen = [c for c in args.chapters.split(",") if c] or chapters()
     if args.tiny:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from course_utils.device import cpu_name
+from course_utils.notebook.device import cpu_name
 
 #: The repository root (``benchmarks/`` is one level below it).
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def load_average() -> str:
 
 def machine_line() -> str:
     """One line that says where the numbers come from."""
-    from course_utils.train import bf16_is_fast
+    from course_utils.training.translator import bf16_is_fast
 
     bf16 = "bf16 autocast on" if bf16_is_fast(torch.device("cpu")) else "bf16 autocast off: no AMX"
     return (f"CPU: {cpu_name()} ({os.cpu_count()} cores, {bf16}); torch {torch.__version__}, "

@@ -65,8 +65,8 @@ def test_set_table(model: nn.Module, checkpoint: Path, repeats: int) -> str:
 
     from course_utils.data.batching import encode_split
     from course_utils.data.multi30k import load_multi30k
-    from course_utils.evaluation import translate_ids
-    from course_utils.train import load_checkpoint
+    from course_utils.training.evaluation import translate_ids
+    from course_utils.training.translator import load_checkpoint
 
     saved = load_checkpoint(checkpoint, device="cpu")
     test = load_multi30k().test
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     header("decoding", "decoding", argv)
 
     if args.checkpoint is not None:
-        from course_utils.train import load_checkpoint
+        from course_utils.training.translator import load_checkpoint
 
         model = load_checkpoint(args.checkpoint, device="cpu").model
         print(f"model: trained checkpoint {args.checkpoint}")

@@ -4,7 +4,7 @@
     python -m benchmarks.distributed --seconds 90 --repeats 3
     python -m benchmarks.distributed --tiny          # the smoke model: seconds, checks the script
 
-Trains the ``cpu`` preset's model (``python -m course_utils.train --preset cpu``, float32) for a
+Trains the ``cpu`` preset's model (``python -m course_utils.training.translator --preset cpu``, float32) for a
 fixed time in three set-ups, taking turns (A B C, C B A, ...) so that background load hits all
 alike:
 
@@ -42,7 +42,7 @@ def command(processes: int, threads: int, seconds: float, out: Path, tiny: bool)
                 if processes > 1 else [sys.executable])
     size = (["--preset", "smoke", "--train-subset", "2000"] if tiny
             else ["--preset", "cpu", "--bf16", "false"])
-    return [*launcher, "-m", "course_utils.train", *size, "--threads", str(threads), "--epochs", "1",
+    return [*launcher, "-m", "course_utils.training.translator", *size, "--threads", str(threads), "--epochs", "1",
             "--max-minutes", f"{seconds / 60:.4f}", "--eval-subset", "20", "--beam-size", "1", "--no-progress",
             "--out", str(out)]
 

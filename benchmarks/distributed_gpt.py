@@ -6,7 +6,7 @@
 
 The GPT counterpart of ``benchmarks.distributed`` (the translator), with the same three set-ups,
 taking turns (A B C, C B A, ...) so that background load hits all alike: one process with 2 threads
-(``python -m course_utils.train_gpt --preset cpu`` on a 2-core laptop), one process with 1 thread,
+(``python -m course_utils.training.gpt --preset cpu`` on a 2-core laptop), one process with 1 thread,
 and ``torchrun --standalone --nproc_per_node=2`` (1 thread each, gradients averaged with gloo over
 the loopback interface at every step). Each run trains for ``--seconds`` of training time (the
 preset's cosine schedule squeezed into it; evaluations, samples and start-up not counted) and the
@@ -34,7 +34,7 @@ def command(processes: int, seconds: float, out: Path, tiny: bool) -> list[str]:
     """The GPT trainer's command line for one set-up: a time-limited run, evaluations only at both ends."""
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
                 if processes > 1 else [sys.executable])
-    return [*launcher, "-m", "course_utils.train_gpt", "--preset", "smoke" if tiny else "cpu", "--device", "cpu",
+    return [*launcher, "-m", "course_utils.training.gpt", "--preset", "smoke" if tiny else "cpu", "--device", "cpu",
             "--max-steps", "1000000", "--max-seconds", f"{seconds:g}", "--eval-every-seconds", "1e9",
             "--sample-every-seconds", "1e9", "--no-progress", "--out", str(out)]
 

@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.common import footer, header, interleaved, markdown_table, median, set_threads
 from course_utils.reference.gpt import GPT, generate, generate_cached
-from course_utils.train_gpt import PRESETS, load_gpt_checkpoint
+from course_utils.training.gpt import PRESETS, load_gpt_checkpoint
 
 
 def main(argv: Sequence[str] | None = None) -> int:

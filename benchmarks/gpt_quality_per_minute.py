@@ -1,7 +1,7 @@
 """Quality per minute of the chapter 10 GPT: validation loss against training time, against the goals.
 
-    python -m course_utils.train_gpt --preset cpu-short      # 130 s of training -> checkpoints/gpt-cpu-short
-    python -m course_utils.train_gpt --preset cpu            # 15 minutes       -> checkpoints/gpt-cpu
+    python -m course_utils.training.gpt --preset cpu-short      # 130 s of training -> checkpoints/gpt-cpu-short
+    python -m course_utils.training.gpt --preset cpu            # 15 minutes       -> checkpoints/gpt-cpu
     python -m benchmarks.gpt_quality_per_minute              # the table and the plot from their metrics.json
     python -m benchmarks.gpt_quality_per_minute --run        # both runs first (about 18 minutes on 2 cores)
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run:
         for folder in folders:
             preset = folder.name.removeprefix("gpt-")
-            subprocess.run([sys.executable, "-m", "course_utils.train_gpt", "--preset", preset, "--out", str(folder),
+            subprocess.run([sys.executable, "-m", "course_utils.training.gpt", "--preset", preset, "--out", str(folder),
                             "--no-progress"], check=True)
     runs = [json.loads((f / "metrics.json").read_text(encoding="utf-8")) for f in folders]
     rows = [["nanoGPT CPU example (its own code)", "0.80M", "2,000", "130", f"{NANOGPT['val_loss']:.3f}", "", ""]]

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from benchmarks.common import footer, header, markdown_table, median, set_threads
 from course_utils.data.shakespeare import encode_splits, load_shakespeare
 from course_utils.reference.gpt import GPT, CharTokenizer, get_batch, init_gpt_weights
-from course_utils.train_gpt import PRESETS, configure_optimizer
+from course_utils.training.gpt import PRESETS, configure_optimizer
 
 
 class BuiltinGPT(nn.Module):

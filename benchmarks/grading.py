@@ -9,7 +9,7 @@ submission's time goes.
    release and the solution with the chapter's known bug, in turn) is written twice, into two
    course directories. One is graded as nbgrader's documentation says, ``nbgrader autograde
    <chapter>`` once per chapter (one process, one submission after the other); the other by
-   ``python -m course_utils.grading all -j N`` (what ``make grade CHAPTER=all`` runs). Both use
+   ``python -m course_utils.course.grading all -j N`` (what ``make grade CHAPTER=all`` runs). Both use
    this course's ``nbgrader_config.py``. Same machine, same run, one after the other; the
    ratio is stock wall time over parallel wall time.
 2. **Profile.** For every chapter, the solution's submission as autograding runs it (after
@@ -45,8 +45,8 @@ TRAINING = re.compile(r"\bpick\(|\btrain")
 
 def _env() -> dict[str, str]:
     """An instructor's shell: stock nbgrader's kernels take every core, as they do by default, and
-    ``make grade -j N`` shares the cores out itself (``course_utils.grading.share_cores``)."""
-    from course_utils.grading import THREAD_VARIABLES
+    ``make grade -j N`` shares the cores out itself (``course_utils.course.grading.share_cores``)."""
+    from course_utils.course.grading import THREAD_VARIABLES
     from tests.grading_fixtures import grading_env
 
     env = grading_env()
@@ -92,7 +92,7 @@ def stock(course: Path, chapters: Sequence[str]) -> float:
 
 
 def parallel(course: Path, jobs: int) -> float:
-    return timed([sys.executable, "-m", "course_utils.grading", "all", "-j", str(jobs), "--no-progress",
+    return timed([sys.executable, "-m", "course_utils.course.grading", "all", "-j", str(jobs), "--no-progress",
                   "--log-level=WARN"], course)
 
 
@@ -108,7 +108,7 @@ def profile(chapter: str, scratch: Path) -> dict[str, float]:
     import nbformat
     from nbclient import NotebookClient
 
-    from course_utils.course import grade_cells
+    from course_utils.course.chapters import grade_cells
     from tests.grading_fixtures import round_trip_submission, write_submission
     from tests.support import copy_course
 
@@ -163,7 +163,7 @@ def profile(chapter: str, scratch: Path) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from course_utils.course import chapters as all_chapters
+    from course_utils.course.chapters import chapters as all_chapters
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.grading", description=__doc__.split("\n\n")[0])
     parser.add_argument("--chapters", default="01_attention,05_encoder", help="comma-separated chapter ids")

@@ -5,7 +5,7 @@
     python -m benchmarks.quality_per_minute -- --d-model 512 --d-ff 1024   # another size, same budget
     python -m benchmarks.quality_per_minute --tiny --out /tmp/q
 
-Runs ``python -m course_utils.train --preset cpu --bleu-every-epoch 500 --beam-size 1``: the
+Runs ``python -m course_utils.training.translator --preset cpu --bleu-every-epoch 500 --beam-size 1``: the
 preset exactly as students run it (15 minutes of training on this machine's cores), plus, after
 every epoch, the BLEU of greedy translations of the first 500 validation sentences. That
 scoring is not counted as training time (the trainer stops its clock and moves the time limit
@@ -40,10 +40,10 @@ BLEU_SENTENCES = 500
 def train_command(out: Path, tiny: bool, extra: Sequence[str]) -> list[str]:
     """The trainer's command line."""
     if tiny:  # the smoke preset, cut down further: seconds
-        return [sys.executable, "-m", "course_utils.train", "--preset", "smoke", "--out", str(out), "--no-progress",
+        return [sys.executable, "-m", "course_utils.training.translator", "--preset", "smoke", "--out", str(out), "--no-progress",
                 "--train-subset", "300", "--eval-subset", "20", "--epochs", "2", "--beam-size", "1",
                 "--bleu-every-epoch", "20", *extra]
-    return [sys.executable, "-m", "course_utils.train", "--preset", "cpu", "--out", str(out), "--no-progress",
+    return [sys.executable, "-m", "course_utils.training.translator", "--preset", "cpu", "--out", str(out), "--no-progress",
             "--beam-size", "1", "--bleu-every-epoch", str(BLEU_SENTENCES), *extra]
 
 

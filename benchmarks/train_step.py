@@ -70,7 +70,7 @@ class Size:
 
 
 SIZES: dict[str, Size] = {
-    # The cpu training preset (course_utils/train.py), dropout 0 as there.
+    # The cpu training preset (course_utils/training/translator.py), dropout 0 as there.
     "cpu": Size("cpu preset", 256, 3, 8, 512, 0.0, steps=30),
     # The paper's base model (table 3), dropout 0.1 as there; few steps, each is slow on a CPU.
     "base": Size("paper base", 512, 6, 8, 2048, 0.1, steps=6, warmup=1),
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_threads(args.threads)
     header("train_step", "train_step", argv)
 
-    from course_utils.train import bf16_is_fast
+    from course_utils.training.translator import bf16_is_fast
 
     sizes = [TINY] if args.tiny else [SIZES[name] for name in args.sizes.split(",")]
     if args.steps is not None:

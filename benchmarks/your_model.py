@@ -26,10 +26,10 @@ import torch
 
 from benchmarks.common import footer, header, markdown_table, median, set_threads
 from benchmarks.train_step import Trainer, multi30k_batches, parameter_count
-from course_utils.course import WORK_DIR
+from course_utils.course.chapters import WORK_DIR
 from course_utils.data.vocab import PAD_IDX
 from course_utils.reference import Transformer as ReferenceTransformer
-from course_utils.train import PRESETS
+from course_utils.training.translator import PRESETS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 It holds what is slow to compute and the same every time: chapter 9's tokenized corpus
 (:mod:`course_utils.data.multi30k`), which of a student's pieces passed their checks
 (:mod:`course_utils.yours`) and the small trained model of chapter 9's decoding check
-(:mod:`course_utils.checks.multi30k`). Every entry's name carries a key of what it was computed
+(:mod:`course_utils.checks.decoding`). Every entry's name carries a key of what it was computed
 from, so a stale entry is never read, and everything here is optional: a read-only or missing
 folder only costs the speed-up.
 """

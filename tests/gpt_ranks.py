@@ -2,7 +2,7 @@
 
     torchrun --standalone --nproc_per_node=2 -m tests.gpt_ranks OUT VARIANT [VARIANT ...]
 
-The command line (``python -m course_utils.train_gpt``) writes rank 0's model only; here every
+The command line (``python -m course_utils.training.gpt``) writes rank 0's model only; here every
 rank saves what it trained (``OUT/<variant>-rank<r>.pt``: weights, losses, steps), so a test can
 see whether the ranks stayed identical, and whether a broken variant of the recipe is caught:
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from course_utils import distributed, train_gpt
+from course_utils.training import distributed, gpt
 from course_utils.data.shakespeare import encode_splits, load_shakespeare
 from course_utils.reference.gpt import GPT, CharTokenizer, get_batch
 
@@ -38,11 +38,11 @@ from course_utils.reference.gpt import GPT, CharTokenizer, get_batch
 TINY = ["--preset", "smoke", "--max-steps", "8", "--eval-every-seconds", "0", "--device", "cpu", "--no-progress"]
 
 
-def tiny_preset() -> train_gpt.GPTPreset:
-    return train_gpt._parse(TINY)[0]
+def tiny_preset() -> gpt.GPTPreset:
+    return gpt._parse(TINY)[0]
 
 
-def timed_preset() -> train_gpt.GPTPreset:
+def timed_preset() -> gpt.GPTPreset:
     """Two seconds of training, rank 0 evaluating every 0.05 s of it while the other ranks wait."""
     return dataclasses.replace(tiny_preset(), max_steps=1_000_000, max_seconds=2.0, eval_every_seconds=0.05)
 
@@ -61,7 +61,7 @@ def shakespeare() -> Data:
     return Data(tokenizer, *encode_splits(tokenizer, text))
 
 
-def fresh_model(preset: train_gpt.GPTPreset, data: Data) -> GPT:
+def fresh_model(preset: gpt.GPTPreset, data: Data) -> GPT:
     """The command line's initial model for ``preset`` (the same on every rank)."""
     torch.manual_seed(preset.seed)
     return GPT(**preset.model_kwargs(data.tokenizer.vocab_size))
@@ -76,7 +76,7 @@ class Replica:
     """``estimate_loss`` before every step and after the last, as the trainer's curve records it."""
 
 
-def one_process_replica(preset: train_gpt.GPTPreset, world_size: int) -> Replica:
+def one_process_replica(preset: gpt.GPTPreset, world_size: int) -> Replica:
     """One process trained on the global batches of ``world_size`` ranks, written out plainly.
 
     Step ``s`` concatenates the windows every rank draws (rank ``r``'s sampler seeded ``seed + r``)
@@ -86,18 +86,18 @@ def one_process_replica(preset: train_gpt.GPTPreset, world_size: int) -> Replica
     assert preset.max_seconds is None, "a step-based schedule: a clock-based one is not repeatable"
     data = shakespeare()
     model = fresh_model(preset, data)
-    optimizer = train_gpt.configure_optimizer(model, preset.lr, preset.weight_decay, (0.9, preset.beta2))
+    optimizer = gpt.configure_optimizer(model, preset.lr, preset.weight_decay, (0.9, preset.beta2))
     samplers = [torch.Generator().manual_seed(preset.seed + rank) for rank in range(world_size)]
 
     def val_loss() -> float:
-        return train_gpt.estimate_loss(model, data.val, preset.block_size, preset.batch_size, preset.eval_batches)
+        return gpt.estimate_loss(model, data.val, preset.block_size, preset.batch_size, preset.eval_batches)
 
     losses, val_losses = [], []
     model.train()
     for step in range(preset.max_steps):
         val_losses.append(val_loss())
         for group in optimizer.param_groups:
-            group["lr"] = train_gpt.learning_rate(step, step / preset.max_steps, preset)
+            group["lr"] = gpt.learning_rate(step, step / preset.max_steps, preset)
         windows = [get_batch(data.train, preset.block_size, preset.batch_size, sampler) for sampler in samplers]
         x, y = torch.cat([x for x, _ in windows]), torch.cat([y for _, y in windows])
         loss = nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
@@ -120,7 +120,7 @@ def patched(obj: object, name: str, value: object) -> Iterator[None]:
         setattr(obj, name, original)
 
 
-def same_windows(preset: train_gpt.GPTPreset) -> Callable[..., tuple[Tensor, Tensor]]:
+def same_windows(preset: gpt.GPTPreset) -> Callable[..., tuple[Tensor, Tensor]]:
     """A batch function that ignores the rank's sampler: every rank draws from one seed."""
     sampler = torch.Generator().manual_seed(preset.seed)
     return lambda data, block_size, batch_size, _generator: get_batch(data, block_size, batch_size, sampler)
@@ -138,7 +138,7 @@ def train_variant(name: str, ctx: distributed.Context, data: Data, out: Path) ->
     else:
         mutation = contextlib.nullcontext()
     with mutation:
-        log = train_gpt.train_gpt(model, data.train, data.val, preset, batch_fn=batch_fn, ctx=ctx, **quiet)
+        log = gpt.train_gpt(model, data.train, data.val, preset, batch_fn=batch_fn, ctx=ctx, **quiet)
     torch.save({"state": model.state_dict(), "losses": log.losses, "steps": log.steps},
                out / f"{name}-rank{ctx.rank}.pt")
 

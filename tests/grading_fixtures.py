@@ -3,7 +3,7 @@
 The class (:func:`build_graded_class`) holds, for every chapter, the round trip's three
 students (``perfect``, ``blank``, ``buggy``) and, for chapter 01, the sample class of
 ``tests/test_sample_class.py`` as well (one student per thing that goes wrong in a real class).
-It is graded once, by ``python -m course_utils.grading all -j 2`` (what ``make grade
+It is graded once, by ``python -m course_utils.course.grading all -j 2`` (what ``make grade
 CHAPTER=all`` runs), and serves the round trip, the sample class and the equality test.
 
 :func:`build_stock_class` grades chapter 01's submissions of that class again, in a course of
@@ -35,8 +35,8 @@ from typing import Any
 import nbformat
 import pytest
 
-from course_utils.course import RELEASE_DIR, nbgrader_meta, release_notebook, source_notebook
-from course_utils.grading import THREAD_VARIABLES
+from course_utils.course.chapters import RELEASE_DIR, nbgrader_meta, release_notebook, source_notebook
+from course_utils.course.grading import THREAD_VARIABLES
 from tests.support import CHAPTERS, copy_course, load_mutants, run_nbgrader
 
 SAMPLE_CHAPTER = "01_attention"
@@ -236,9 +236,9 @@ def add_sample_class(course: Path) -> None:
 
 
 def grade_command(course: Path, *args: str, timeout: int = 1500) -> dict[str, Any]:
-    """``python -m course_utils.grading <args>`` in ``course``: its output, status and time."""
+    """``python -m course_utils.course.grading <args>`` in ``course``: its output, status and time."""
     start = time.monotonic()
-    output, returncode = _run([sys.executable, "-m", "course_utils.grading", *args, "--no-progress"], course, timeout)
+    output, returncode = _run([sys.executable, "-m", "course_utils.course.grading", *args, "--no-progress"], course, timeout)
     return {"output": output, "returncode": returncode, "seconds": time.monotonic() - start}
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import nbformat
 
-from course_utils.course import ROOT, chapters, grade_cells, source_notebook
+from course_utils.course.chapters import ROOT, chapters, grade_cells, source_notebook
 
 MUTANTS_DIR = Path(__file__).parent / "mutants"
 CHAPTERS = chapters()

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from benchmarks import ablations as bench
-from course_utils import ablations
+from course_utils.training import ablations
 from course_utils.data.toy import TOY_PAD_IDX
 from course_utils.reference import GPT
 from course_utils.reference.masking import create_padding_mask

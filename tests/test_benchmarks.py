@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import attention, decoding, quality_per_minute, test_suite, train_step
-from course_utils.course import ROOT
+from course_utils.course.chapters import ROOT
 
 
 def table_rows(output: str) -> list[list[str]]:
@@ -60,7 +60,7 @@ def test_decoding_prints_the_speed_up_and_identical_outputs(capsys) -> None:
 
 
 def test_quality_per_minute_records_bleu_after_each_epoch(capsys, tmp_path: Path) -> None:
-    """The tiny run trains through `python -m course_utils.train --bleu-every-epoch`."""
+    """The tiny run trains through `python -m course_utils.training.translator --bleu-every-epoch`."""
     assert quality_per_minute.main(["--tiny", "--out", str(tmp_path)]) == 0
     output = capsys.readouterr().out
     history = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["history"]

@@ -1,4 +1,4 @@
-"""Training on several processes: `python -m course_utils.train` under `torchrun`, gloo on the CPU.
+"""Training on several processes: `python -m course_utils.training.translator` under `torchrun`, gloo on the CPU.
 
 Two processes must train exactly what one process trains on the same global batches (the same
 weights within float tolerance, the same per-token losses), whatever the launch form (one machine
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_utils import distributed, train
+from course_utils.training import distributed, translator
 from course_utils.data.batching import TokenBatches
 from course_utils.data.multi30k import load_multi30k
 from course_utils.data.vocab import PAD_IDX
@@ -49,17 +49,17 @@ def tiny_args() -> list[str]:
     """TINY with the first training subset of at least 600 pairs whose epoch has an odd number of batches."""
     corpus = load_multi30k()
     for pairs in range(600, 1000, 10):
-        preset = train._parse([*TINY, "--train-subset", str(pairs)])[0]
-        if len(plan_of(preset, train.prepare_data(preset, corpus))) % 2 == 1:
+        preset = translator._parse([*TINY, "--train-subset", str(pairs)])[0]
+        if len(plan_of(preset, translator.prepare_data(preset, corpus))) % 2 == 1:
             return [*TINY, "--train-subset", str(pairs)]
     raise AssertionError("no subset of 600-1000 pairs makes an odd number of batches")
 
 
-def tiny_preset() -> train.Preset:
-    return train._parse(tiny_args())[0]
+def tiny_preset() -> translator.Preset:
+    return translator._parse(tiny_args())[0]
 
 
-def plan_of(preset: train.Preset, data: train.PreparedData) -> list[list[int]]:
+def plan_of(preset: translator.Preset, data: translator.PreparedData) -> list[list[int]]:
     """The first epoch's batches of a one-process run (pair indices)."""
     return TokenBatches(data.train_data.pairs, preset.max_tokens, shuffle=True, seed=preset.seed).plan(0)
 
@@ -80,19 +80,19 @@ class Replica:
     tokens: int
 
 
-def one_process_replica(preset: train.Preset, world_size: int) -> Replica:
+def one_process_replica(preset: translator.Preset, world_size: int) -> Replica:
     """What one process trains on the global batches of ``world_size`` processes: every step's
     ``world_size`` batches merged into one, trained with the reference ``train_epoch``."""
     torch.manual_seed(preset.seed)
-    data = train.prepare_data(preset)
-    model = train.build_model(preset, len(data.src_vocab), len(data.tgt_vocab))
-    optimizer, scheduler = train.make_optimizer(model, preset)
+    data = translator.prepare_data(preset)
+    model = translator.build_model(preset, len(data.src_vocab), len(data.tgt_vocab))
+    optimizer, scheduler = translator.make_optimizer(model, preset)
     plan = plan_of(preset, data)
     assert len(plan) % world_size == 1, "the tiny run has a batch left over"
     merged = [collate_batch([data.train_data.pairs[i] for b in plan[s * world_size:(s + 1) * world_size] for i in b],
                             PAD_IDX) for s in range(len(plan) // world_size)]
     losses: list[float] = []
-    mean = train_epoch(model, merged, optimizer, scheduler, train.make_criterion(preset), PAD_IDX, preset.clip_norm,
+    mean = train_epoch(model, merged, optimizer, scheduler, translator.make_criterion(preset), PAD_IDX, preset.clip_norm,
                        on_step=losses.append)
     return Replica(model, losses, mean, sum(int((tgt[:, 1:] != PAD_IDX).sum()) for _, tgt in merged))
 
@@ -101,7 +101,7 @@ def one_process_replica(preset: train.Preset, world_size: int) -> Replica:
 def standalone_run(tmp_path_factory) -> Path:
     """The README's one-machine command, 2 processes."""
     out = tmp_path_factory.mktemp("standalone")
-    result = run([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "course_utils.train", *tiny_args(),
+    result = run([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "course_utils.training.translator", *tiny_args(),
                   "--out", str(out)])
     assert result.stdout.count("wrote ") == 1, "only rank 0 writes (and logs)"
     assert "2 processes (gloo on cpu)" in result.stdout
@@ -125,7 +125,7 @@ def test_one_process_is_left_alone() -> None:
     model = torch.nn.Linear(2, 2)
     assert distributed.wrap(model, ctx) is model
     assert distributed.agree(True, ctx) is True and distributed.broadcast_float(1.5, ctx) == 1.5
-    criterion = train.make_criterion(train.PRESETS["smoke"])
+    criterion = translator.make_criterion(translator.PRESETS["smoke"])
     wrapped = distributed.TokenMeanLoss(criterion, PAD_IDX, ctx)
     logits, targets = torch.randn(6, 5), torch.tensor([1, 2, PAD_IDX, 3, PAD_IDX, 4])
     assert torch.equal(wrapped(logits, targets), criterion(logits, targets))  # bit for bit
@@ -143,7 +143,7 @@ def test_two_processes_train_what_one_process_trains_on_the_same_global_batches(
     assert metrics["history"][0]["train_loss"] == pytest.approx(replica.mean, abs=1e-4)
     assert metrics["train_target_tokens"] == replica.tokens
     # The checkpoint loads in one process, and its weights are the one-process run's.
-    saved = train.load_checkpoint(standalone_run, device="cpu")
+    saved = translator.load_checkpoint(standalone_run, device="cpu")
     expected = replica.model.state_dict()
     # Left out: the key projections' biases. Adding a constant to every key shifts all of a query's
     # scores alike, which softmax ignores, so their true gradient is 0 and what is computed is float
@@ -160,7 +160,7 @@ def test_the_multi_machine_form_gives_the_same_run(standalone_run: Path, tmp_pat
     """Two torchrun agents ("machines"), one process each, meeting at a rendezvous endpoint."""
     endpoint = f"127.0.0.1:{free_port()}"
     agents = [subprocess.Popen([*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
-                                f"--rdzv_endpoint={endpoint}", "--rdzv_id=test", "-m", "course_utils.train", *tiny_args(),
+                                f"--rdzv_endpoint={endpoint}", "--rdzv_id=test", "-m", "course_utils.training.translator", *tiny_args(),
                                 "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True) for _ in range(2)]
     try:
@@ -194,7 +194,7 @@ LONG = [*TINY, "--train-subset", "2000", "--epochs", "1000", "--max-minutes", "2
 
 def test_a_killed_rank_stops_the_other_with_a_clear_message(tmp_path: Path) -> None:
     """Without torchrun's agent (as for a process on another machine): the survivor must notice."""
-    kill_rank_one_without_agent(["course_utils.train", *LONG], tmp_path, ready="model:", settle=1.0)
+    kill_rank_one_without_agent(["course_utils.training.translator", *LONG], tmp_path, ready="model:", settle=1.0)
 
 
 def kill_rank_one_without_agent(module_args: Sequence[str], tmp_path: Path, ready: str, settle: float = 0.0) -> None:
@@ -229,7 +229,7 @@ def kill_rank_one_without_agent(module_args: Sequence[str], tmp_path: Path, read
 def test_a_killed_rank_under_torchrun_ends_the_job(tmp_path: Path) -> None:
     log = tmp_path / "torchrun.log"
     with log.open("w") as handle:
-        job = subprocess.Popen([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "course_utils.train", *LONG,
+        job = subprocess.Popen([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "course_utils.training.translator", *LONG,
                                 "--out", str(tmp_path / "out")], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:

@@ -1,4 +1,4 @@
-"""The GPT trainer on several processes: `python -m course_utils.train_gpt` under `torchrun`, gloo on the CPU.
+"""The GPT trainer on several processes: `python -m course_utils.training.gpt` under `torchrun`, gloo on the CPU.
 
 Two processes must train what one process trains on the same global batches (the same weights
 within float tolerance, the same logged losses and evaluations), and one process without torchrun
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_utils import train_gpt
+from course_utils.training import gpt
 from tests import gpt_ranks
 from tests.test_distributed import ROOT, TORCHRUN, kill_rank_one_without_agent
 
@@ -57,7 +57,7 @@ def test_one_process_trains_exactly_what_it_trained_before() -> None:
     preset = gpt_ranks.tiny_preset()
     data = gpt_ranks.shakespeare()
     model = gpt_ranks.fresh_model(preset, data)
-    log = train_gpt.train_gpt(model, data.train, data.val, preset, progress=False, log=lambda message: None)
+    log = gpt.train_gpt(model, data.train, data.val, preset, progress=False, log=lambda message: None)
     plain = gpt_ranks.one_process_replica(preset, world_size=1)
     assert log.losses == plain.losses
     assert [point["val_loss"] for point in log.curve] == plain.val_losses
@@ -68,7 +68,7 @@ def test_one_process_trains_exactly_what_it_trained_before() -> None:
 def two_processes(tmp_path_factory) -> tuple[Path, str]:
     """The README's one-machine command, 2 processes."""
     out = tmp_path_factory.mktemp("gpt-two-processes")
-    command = [*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "course_utils.train_gpt", *gpt_ranks.TINY,
+    command = [*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "course_utils.training.gpt", *gpt_ranks.TINY,
                "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=ROOT)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
@@ -98,7 +98,7 @@ def test_two_processes_train_what_one_process_trains_on_the_same_global_batches(
     # The checkpoint is an ordinary one: it loads in one process (no DDP `module.` prefixes).
     saved = torch.load(out / "model.pt", weights_only=False)["model_state"]
     assert not [name for name in saved if name.startswith("module.")]
-    loaded = train_gpt.load_gpt_checkpoint(out, device="cpu")
+    loaded = gpt.load_gpt_checkpoint(out, device="cpu")
     assert_same_weights(loaded.model.state_dict(), replica.model.state_dict())
     assert "=== final model" in (out / "samples.txt").read_text(encoding="utf-8")
 
@@ -155,4 +155,4 @@ def test_a_killed_rank_stops_the_other_with_a_clear_message(tmp_path: Path) -> N
     """Without torchrun's agent (as for a process on another machine): the survivor must notice.
     Rank 1 is killed once rank 0 has evaluated after the first step: in the middle of training."""
     long_run = [*gpt_ranks.TINY, "--max-steps", "1000000", "--max-seconds", "120"]
-    kill_rank_one_without_agent(["course_utils.train_gpt", *long_run], tmp_path, ready="step     1 |")
+    kill_rank_one_without_agent(["course_utils.training.gpt", *long_run], tmp_path, ready="step     1 |")

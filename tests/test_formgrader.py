@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from course_utils.course import RELEASE_DIR
+from course_utils.course.chapters import RELEASE_DIR
 from tests.support import CHAPTERS, copy_course, run_nbgrader
 from tests.support import free_port
 

@@ -15,7 +15,7 @@ from typing import Any
 import nbformat
 from nbgrader.api import Gradebook
 
-from course_utils.course import grade_cells, nbgrader_meta
+from course_utils.course.chapters import grade_cells, nbgrader_meta
 from tests.grading_fixtures import SAMPLE_CHAPTER
 
 COURSE_ID = "build-the-transformer"
@@ -75,7 +75,7 @@ def test_parallel_grading_writes_what_stock_nbgrader_writes(
     stock_cells = _cell_results(stock, SAMPLE_CHAPTER)
     assert _cell_results(parallel, SAMPLE_CHAPTER) == stock_cells
     # nbgrader's log reports a changed grade cell once: the one that was changed (edited_test's),
-    # not every grade cell with hidden tests (course_utils.grading.MissingCellsOverwriteCells).
+    # not every grade cell with hidden tests (course_utils.course.grading.MissingCellsOverwriteCells).
     changed = re.findall(r"Attribute 'checksum' for cell (\w+) has changed", stock_class[1]["output"])
     assert changed == ["scores_check"], stock_class[1]["output"]
     # Both failed on exactly the same hand-ins, and graded the others.

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from nbgrader.api import Gradebook
 
-from course_utils.grading import HARMLESS_STDERR, duplicate_ids
+from course_utils.course.grading import HARMLESS_STDERR, duplicate_ids
 from tests.grading_fixtures import GRADE_OPTIONS, grading_env, round_trip_submission, write_submission
 from tests.support import copy_course
 
@@ -57,7 +57,7 @@ def test_interrupted_runs_lose_nothing_and_resume(tmp_path: Path) -> None:
     chapter, students = "03_feed_forward", ("perfect", "blank", "buggy")
     for student in students:
         write_submission(course, student, chapter, round_trip_submission(course, chapter, student))
-    command = [sys.executable, "-m", "course_utils.grading", chapter, "--no-progress", *GRADE_OPTIONS]
+    command = [sys.executable, "-m", "course_utils.course.grading", chapter, "--no-progress", *GRADE_OPTIONS]
     graded = lambda: sorted(p.parts[-3] for p in (course / "autograded").glob(f"*/{chapter}/{chapter}.ipynb"))  # noqa: E731
 
     # 1. Ctrl-C once the first submission is in: it stays, the rest is left for later. (A
@@ -138,7 +138,7 @@ def test_duplicate_student_ids_are_flagged() -> None:
 
 
 def test_each_kernel_gets_its_share_of_the_cores() -> None:
-    from course_utils.grading import default_jobs, share_cores
+    from course_utils.course.grading import default_jobs, share_cores
 
     environ: dict[str, str] = {}
     assert share_cores(default_jobs(), environ) == 1  # one worker per core: one thread each

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from course_utils.course import grade_cells, nbgrader_meta, source_notebook
+from course_utils.course.chapters import grade_cells, nbgrader_meta, source_notebook
 from tests.support import CHAPTERS
 
 

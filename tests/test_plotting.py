@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
-from course_utils.plotting import ARCHITECTURE_PARTS, plot_architecture  # noqa: E402
+from course_utils.notebook.plotting import ARCHITECTURE_PARTS, plot_architecture  # noqa: E402
 
 BLOCKS = {
     "encoder.embedding", "encoder.positional_encoding", "encoder.layers", "encoder.attention",

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_utils import reference
-from course_utils.guard import ReferenceUsedError, forbid
+from course_utils.course.guard import ReferenceUsedError, forbid
 
 DTYPES = [torch.float32, torch.float64]
 # (leading dims, Lq, Lk, d_k, d_v): 0 to 3 leading axes, Lq != Lk, d_k != d_v.

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from course_utils.checks.decoder import copy_decoder_layer_into_builtin
 from course_utils.checks.multi_head_attention import to_builtin_mask
-from course_utils.guard import ReferenceUsedError, forbid
+from course_utils.course.guard import ReferenceUsedError, forbid
 from course_utils.reference import Decoder, DecoderLayer, create_causal_mask, create_padding_mask
 from course_utils.reference.positional_encoding import sinusoidal_table
 

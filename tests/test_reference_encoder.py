@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from course_utils.guard import ReferenceUsedError, forbid
+from course_utils.course.guard import ReferenceUsedError, forbid
 from course_utils.reference import Encoder, EncoderLayer, create_padding_mask
 from course_utils.reference.encoder import encoder_parameter_count
 from course_utils.reference.positional_encoding import sinusoidal_table

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.guard import ReferenceUsedError, forbid
+from course_utils.course.guard import ReferenceUsedError, forbid
 from course_utils.reference.feed_forward import FeedForwardNetwork, feed_forward
 
 SIZES = [(16, 64), (24, 8), (5, 5)]  # d_ff above, below and equal to d_model

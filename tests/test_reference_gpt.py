@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils import reference
-from course_utils.checks.gpt import chi_square_threshold, intended_distribution
+from course_utils.checks.sampling import chi_square_threshold, intended_distribution
 from course_utils.data.shakespeare import encode_splits, load_shakespeare, split_text
 from course_utils.reference.gpt import LayerCache, forward_cached
 

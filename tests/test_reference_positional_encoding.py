@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from course_utils.checks.positional_encoding import formula_table
-from course_utils.guard import ReferenceUsedError, forbid
+from course_utils.course.guard import ReferenceUsedError, forbid
 from course_utils.reference.positional_encoding import (
     PositionalEncoding,
     frequencies,

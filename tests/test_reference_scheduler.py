@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from course_utils import reference
-from course_utils.guard import ReferenceUsedError, answer_key, answer_key_name, forbid
+from course_utils.course.guard import ReferenceUsedError, answer_key, answer_key_name, forbid
 from course_utils.reference.schedule import noam_lr
 
 # --------------------------------------------------------------------------------------

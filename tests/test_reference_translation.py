@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from course_utils.checks.multi30k import _copy_model, _copy_sources
-from course_utils.evaluation import bleu_on_tokens, decode_length, sacrebleu_on_text, translate_ids
+from course_utils.checks.decoding import _copy_model, _copy_sources
+from course_utils.training.evaluation import bleu_on_tokens, decode_length, sacrebleu_on_text, translate_ids
 from course_utils.reference import Transformer, greedy_decode
 from course_utils.reference.beam_search import beam_search, length_penalty
 from course_utils.reference.translation import (

@@ -8,8 +8,8 @@ import json
 import nbformat
 import pytest
 
-from course_utils.course import RELEASE_DIR, grade_cells, nbgrader_meta, release_notebook, solution_cells
-from course_utils.release import generate_release
+from course_utils.course.chapters import RELEASE_DIR, grade_cells, nbgrader_meta, release_notebook, solution_cells
+from course_utils.course.release import generate_release
 from tests.support import CHAPTERS, copy_course, load_notebook
 
 
@@ -75,7 +75,7 @@ def test_source_notebook_conventions(chapter: str) -> None:
 
 def test_progress_bars_are_saved_as_a_terminal_shows_them() -> None:
     """`make solutions` keeps the last state of a tqdm bar, not its thousands of redraws."""
-    from course_utils.release import collapse_progress_bars
+    from course_utils.course.release import collapse_progress_bars
 
     notebook = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("train()")

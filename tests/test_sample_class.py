@@ -25,7 +25,7 @@ import pytest
 from nbformat.notebooknode import NotebookNode
 from nbgrader.api import Gradebook
 
-from course_utils.course import grade_cells, nbgrader_meta
+from course_utils.course.chapters import grade_cells, nbgrader_meta
 from tests.grading_fixtures import GRADE_OPTIONS, TIMEOUT, grade_command
 
 CHAPTER = "01_attention"

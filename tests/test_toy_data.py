@@ -1,5 +1,5 @@
 """The toy copy / reverse / sort tasks (course_utils.data.toy) and the training helpers
-(course_utils.training) that chapter 07 uses to prove the assembled Transformer works."""
+(course_utils.training.loop) that chapter 07 uses to prove the assembled Transformer works."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from course_utils.data.toy import (
     toy_batches,
     toy_to_text,
 )
-from course_utils.training import exact_match, train_seq2seq, warmup_cosine
+from course_utils.training.loop import exact_match, train_seq2seq, warmup_cosine
 
 
 def test_vocabulary_is_fixed() -> None:

@@ -1,4 +1,4 @@
-"""The GPT training command line (`python -m course_utils.train_gpt`, smoke preset end to end), the
+"""The GPT training command line (`python -m course_utils.training.gpt`, smoke preset end to end), the
 schedule and optimizer groups, loading a checkpoint into the reference and a student-style GPT, the
 generation panel, and the chapter 10 benchmarks on their tiny sizes (no timing asserted)."""
 
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from benchmarks import gpt_decoding, gpt_train_step
-from course_utils import train_gpt
-from course_utils.panel import generation_panel, stream_text
+from course_utils.training import gpt
+from course_utils.notebook.panel import generation_panel, stream_text
 from course_utils.reference import GPT
 from tests.test_benchmarks import number, table_rows
 
@@ -23,7 +23,7 @@ from tests.test_benchmarks import number, table_rows
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gpt-smoke")
-    result = subprocess.run([sys.executable, "-m", "course_utils.train_gpt", "--preset", "smoke", "--out", str(out),
+    result = subprocess.run([sys.executable, "-m", "course_utils.training.gpt", "--preset", "smoke", "--out", str(out),
                              "--no-progress"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "wrote" in result.stdout and "bits per character" in result.stdout
@@ -44,31 +44,31 @@ def test_smoke_run_writes_checkpoint_metrics_and_samples(smoke_run: Path) -> Non
 def test_the_checkpoint_loads_into_the_reference_and_a_student_gpt(smoke_run: Path) -> None:
     from tests.support import load_mutants
 
-    loaded = train_gpt.load_gpt_checkpoint(smoke_run, device="cpu")
-    student = train_gpt.load_gpt_checkpoint(smoke_run, model_class=load_mutants("10_gpt").GPTCorrect, device="cpu")
+    loaded = gpt.load_gpt_checkpoint(smoke_run, device="cpu")
+    student = gpt.load_gpt_checkpoint(smoke_run, model_class=load_mutants("10_gpt").GPTCorrect, device="cpu")
     idx = torch.tensor([loaded.tokenizer.encode("ROMEO:")])
     torch.testing.assert_close(loaded.model(idx), student.model(idx))
     assert loaded.tokenizer.vocab_size == 65 and loaded.preset.name == "smoke"
 
 
 def test_cli_overrides_and_unknown_preset() -> None:
-    preset, _ = train_gpt._parse(["--preset", "cpu", "--max-seconds", "130", "--block-size", "64"])
-    assert (preset.max_seconds, preset.block_size, preset.d_model) == (130.0, 64, train_gpt.PRESETS["cpu"].d_model)
+    preset, _ = gpt._parse(["--preset", "cpu", "--max-seconds", "130", "--block-size", "64"])
+    assert (preset.max_seconds, preset.block_size, preset.d_model) == (130.0, 64, gpt.PRESETS["cpu"].d_model)
     with pytest.raises(SystemExit):
-        train_gpt._parse(["--preset", "nope"])
+        gpt._parse(["--preset", "nope"])
 
 
 def test_schedule_warms_up_then_decays_to_its_floor() -> None:
-    preset = train_gpt.GPTPreset("t", lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
-    assert train_gpt.learning_rate(0, 0.0, preset) == pytest.approx(1e-4)
-    assert train_gpt.learning_rate(9, 0.0, preset) == pytest.approx(1e-3)
-    assert train_gpt.learning_rate(500, 0.5, preset) == pytest.approx(0.55e-3)
-    assert train_gpt.learning_rate(1000, 1.0, preset) == pytest.approx(1e-4)
+    preset = gpt.GPTPreset("t", lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert gpt.learning_rate(0, 0.0, preset) == pytest.approx(1e-4)
+    assert gpt.learning_rate(9, 0.0, preset) == pytest.approx(1e-3)
+    assert gpt.learning_rate(500, 0.5, preset) == pytest.approx(0.55e-3)
+    assert gpt.learning_rate(1000, 1.0, preset) == pytest.approx(1e-4)
 
 
 def test_weight_decay_only_on_matrices() -> None:
     model = GPT(11, 8, 16, 1, 2)
-    decay, no_decay = train_gpt.configure_optimizer(model, 1e-3, 0.1).param_groups
+    decay, no_decay = gpt.configure_optimizer(model, 1e-3, 0.1).param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == sum(p.numel() for p in model.parameters())

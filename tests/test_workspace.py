@@ -11,8 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from course_utils.course import RELEASE_DIR
-from course_utils.workspace import sync_workspace
+from course_utils.course.chapters import RELEASE_DIR
+from course_utils.course.workspace import sync_workspace
 from tests.support import CHAPTERS
 from tests.support import free_port
 

@@ -22,7 +22,7 @@ from nbclient import NotebookClient
 
 import course_utils.yours as yours
 from course_utils import reference
-from course_utils.course import RELEASE_DIR, release_notebook
+from course_utils.course.chapters import RELEASE_DIR, release_notebook
 from course_utils.yours import whose, whose_model, your_pieces
 from tests.workspaces import EINSUM_ATTENTION, STUDENT, make_workspace
 
@@ -206,21 +206,21 @@ def test_the_students_files_are_only_read(workspace, monkeypatch) -> None:
 
 
 def test_a_checkpoint_loads_into_the_students_transformer(workspace, monkeypatch, tmp_path) -> None:
-    from course_utils import train
+    from course_utils.training import translator
     from course_utils.data import Vocab
 
     use(workspace, monkeypatch, "09_multi30k")
     pieces = your_pieces("Transformer", show=False)
     [Transformer] = pieces
     assert whose(Transformer) == "yours (07_masking)", pieces.table()
-    preset = train.PRESETS["smoke"]
+    preset = translator.PRESETS["smoke"]
     vocab = Vocab.build([["a", "b", "c"]] * 3, min_freq=1)
     kwargs = {"src_vocab_size": len(vocab), "tgt_vocab_size": len(vocab), **preset.model_kwargs(),
               "max_seq_length": 256, "pad_idx": 0}
     saved = reference.Transformer(**kwargs)
     torch.save({"config": dataclasses.asdict(preset), "model_kwargs": kwargs, "model_state": saved.state_dict(),
                 "src_vocab": vocab.to_dict(), "tgt_vocab": vocab.to_dict(), "metrics": {}}, tmp_path / "model.pt")
-    loaded = train.load_checkpoint(tmp_path, model_class=Transformer, device="cpu")
+    loaded = translator.load_checkpoint(tmp_path, model_class=Transformer, device="cpu")
     assert whose(loaded.model) == "yours (07_masking)"
     src, tgt = torch.tensor([[4, 5, 6]]), torch.tensor([[2, 4, 5]])
     saved.eval()

@@ -13,7 +13,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from course_utils.course import RELEASE_DIR, chapters, nbgrader_meta, release_notebook, source_notebook
+from course_utils.course.chapters import RELEASE_DIR, chapters, nbgrader_meta, release_notebook, source_notebook
 
 
 def _solution_code(source: str) -> str:

@@ -7,7 +7,7 @@ A check is a function ``check_<thing>(student_answer, seed=0, **sizes)`` that:
    any exception into an :class:`CheckFailure` that says what was called with what;
 3. compares results with :func:`expect_close` (shape, dtype, device, then values, with the
    largest error and where it is, and the likely mistake) and property helpers;
-4. repeats on every device in :func:`course_utils.device.available_devices`;
+4. repeats on every device in :func:`course_utils.notebook.device.available_devices`;
 5. ends with :meth:`Check.passed`, one short line on stdout.
 
 A correct answer writes nothing to stderr: nbgrader scores a grade cell with stderr output
@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from course_utils.device import available_devices, torch_threads
-from course_utils.guard import ReferenceUsedError, answer_key_name, forbid
+from course_utils.notebook.device import available_devices, torch_threads
+from course_utils.course.guard import ReferenceUsedError, answer_key_name, forbid
 
 
 class CheckFailure(AssertionError):
@@ -225,7 +225,7 @@ class Check:
 
     Args:
         title: what is checked, as the student named it (``"scaled_dot_product_attention"``).
-        answer_key: the :func:`course_utils.guard.answer_key` name the student must not use.
+        answer_key: the :func:`course_utils.course.guard.answer_key` name the student must not use.
     """
 
     def __init__(self, title: str, answer_key: str | None = None) -> None:

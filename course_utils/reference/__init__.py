@@ -2,7 +2,7 @@
 
 Every chapter after the first may import earlier pieces from here, so a student stuck in
 one chapter can still finish the next. The autograders refuse these objects as answers to
-the exercise that asks for them (see :mod:`course_utils.guard`).
+the exercise that asks for them (see :mod:`course_utils.course.guard`).
 """
 
 from course_utils.reference.attention import attention_scores, scaled_dot_product_attention

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from course_utils.guard import answer_key
+from course_utils.course.guard import answer_key
 
 
 @answer_key("attention_scores")

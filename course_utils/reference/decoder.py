@@ -15,7 +15,7 @@ import math
 
 from torch import Tensor, nn
 
-from course_utils.guard import answer_key
+from course_utils.course.guard import answer_key
 from course_utils.reference.feed_forward import FeedForwardNetwork
 from course_utils.reference.multi_head_attention import MultiHeadAttention
 from course_utils.reference.positional_encoding import PositionalEncoding

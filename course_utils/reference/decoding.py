@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from course_utils.guard import answer_key
+from course_utils.course.guard import answer_key
 from course_utils.reference.attention import scaled_dot_product_attention
 from course_utils.reference.masking import create_causal_mask, create_padding_mask
 from course_utils.reference.multi_head_attention import MultiHeadAttention, combine_heads, split_heads

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_utils.guard import answer_key
+from course_utils.course.guard import answer_key
 from course_utils.reference.masking import create_causal_mask
 from course_utils.reference.multi_head_attention import MultiHeadAttention, combine_heads, split_heads
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from course_utils.guard import answer_key
+from course_utils.course.guard import answer_key
 
 
 @answer_key("create_padding_mask")

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_utils.guard import answer_key
+from course_utils.course.guard import answer_key
 from course_utils.reference.attention import scaled_dot_product_attention
 from course_utils.reference.gpt import GPTBlock, init_gpt_weights
 from course_utils.reference.masking import create_causal_mask

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from course_utils.guard import answer_key
+from course_utils.course.guard import answer_key
 
 
 def frequencies(d_model: int) -> Tensor:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from course_utils.guard import answer_key
+from course_utils.course.guard import answer_key
 
 
 @answer_key("NoamScheduler")

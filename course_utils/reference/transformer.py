@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from course_utils.guard import answer_key
+from course_utils.course.guard import answer_key
 from course_utils.reference.decoder import Decoder
 from course_utils.reference.encoder import Encoder
 from course_utils.reference.masking import create_masks

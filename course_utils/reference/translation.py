@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from course_utils.guard import answer_key
+from course_utils.course.guard import answer_key
 
 __all__ = ["batch_by_tokens", "batch_cost", "collate_batch", "evaluate_loss", "padding_fraction",
            "perplexity", "train_epoch"]

@@ -38,7 +38,7 @@ from typing import Any
 
 from torch import nn
 
-from course_utils.course import WORK_DIR
+from course_utils.course.chapters import WORK_DIR
 from course_utils.yours.catalogue import catalogue, chapter_of
 from course_utils.yours.resolve import (CHECK_SECONDS, REFERENCE, YOURS, ChapterResult, Missing, Resolver,
                                         reference_object)

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from course_utils.course import RELEASE_DIR, chapters, nbgrader_meta, release_notebook
+from course_utils.course.chapters import RELEASE_DIR, chapters, nbgrader_meta, release_notebook
 
 HIDDEN_MARKER = "### BEGIN HIDDEN TESTS"
 #: The function whose call in a setup cell lists the pieces a chapter reuses.

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from course_utils import cache
-from course_utils.course import ROOT
+from course_utils.course.chapters import ROOT
 from course_utils.yours.catalogue import Chapter, catalogue, chapter_of
 from course_utils.yours.student import StudentChapter, read_student_chapter
 

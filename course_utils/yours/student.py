@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course_utils.course import nbgrader_meta
+from course_utils.course.chapters import nbgrader_meta
 
 
 @dataclass

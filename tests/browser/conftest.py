@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from course_utils.course import RELEASE_DIR, ROOT
-from course_utils.workspace import sync_workspace
+from course_utils.course.chapters import RELEASE_DIR, ROOT
+from course_utils.course.workspace import sync_workspace
 from tests.browser.lab import new_tab
 from tests.browser.servers import Server, make_lab_command, start_server
 

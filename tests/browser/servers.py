@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from course_utils.course import ROOT
+from course_utils.course.chapters import ROOT
 from tests.support import free_port
 
 #: Seconds a server may take to answer its first request (2 busy cores: usually 5 to 10).

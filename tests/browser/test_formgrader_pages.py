@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from course_utils.course import chapters, grade_cells, source_notebook
+from course_utils.course.chapters import chapters, grade_cells, source_notebook
 from tests.browser.lab import open_lab
 from tests.browser.servers import Server
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from course_utils.course import chapters, release_notebook
+from course_utils.course.chapters import chapters, release_notebook
 from tests.browser.lab import new_tab, open_from_file_browser, open_lab
 from tests.browser.servers import Server
 

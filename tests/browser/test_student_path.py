@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from course_utils.course import RELEASE_DIR, nbgrader_meta, release_notebook
+from course_utils.course.chapters import RELEASE_DIR, nbgrader_meta, release_notebook
 from tests.browser.lab import new_tab, open_from_file_browser, open_lab
 from tests.browser.servers import Server
 from tests.workspaces import make_workspace
@@ -140,7 +140,7 @@ def test_chapter_10_generation_panel(chapter_1: tuple[Any, Path], student_worksp
     """A student who has done chapter 10's exercises runs the notebook and plays with the panel."""
     missing = chapter_10_missing()
     if missing:
-        pytest.skip(f"{missing} (solutions/10_gpt and course_utils/panel.py are another issue's work)")
+        pytest.skip(f"{missing} (solutions/10_gpt and course_utils/notebook/panel.py are another issue's work)")
     page, _ = chapter_1
     make_workspace(student_workspace, only=[CHAPTER_10])  # the exercises done, as a student's copy
     notebook = open_from_file_browser(page, CHAPTER_10, f"{CHAPTER_10}.ipynb")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from course_utils.course import RELEASE_DIR, WORK_DIR
+from course_utils.course.chapters import RELEASE_DIR, WORK_DIR
 
 
 def sync_workspace(release_dir: Path = RELEASE_DIR, work_dir: Path = WORK_DIR

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from course_utils.device import torch_threads
+from course_utils.notebook.device import torch_threads
 
 
 @dataclass

@@ -2,16 +2,16 @@
 
 Run from the course root (where ``nbgrader_config.py`` is)::
 
-    python -m course_utils.grading 01_attention            # grade new submissions, print the table
-    python -m course_utils.grading all -j 4                # every chapter, 4 submissions at a time
-    python -m course_utils.grading 01_attention --force    # regrade everyone (e.g. after fixing a test)
-    python -m course_utils.grading 01_attention --force --student=alice,bob
-    python -m course_utils.grading 01_attention --Execute.timeout=300   # any other nbgrader option
+    python -m course_utils.course.grading 01_attention            # grade new submissions, print the table
+    python -m course_utils.course.grading all -j 4                # every chapter, 4 submissions at a time
+    python -m course_utils.course.grading 01_attention --force    # regrade everyone (e.g. after fixing a test)
+    python -m course_utils.course.grading 01_attention --force --student=alice,bob
+    python -m course_utils.course.grading 01_attention --Execute.timeout=300   # any other nbgrader option
 
 It finds every student with a submission in ``submitted/<student>/<chapter>/``, records each
 chapter in the gradebook if ``nbgrader generate_assignment`` has not done so yet, grades the
 submissions that have no autograded copy yet (all of them with ``--force``) with nbgrader's
-own autograder over ``-j`` worker processes (:mod:`course_utils.grading_parallel`: each
+own autograder over ``-j`` worker processes (:mod:`course_utils.course.grading_parallel`: each
 result is merged into ``gradebook.db`` as it arrives, so an interrupted run resumes where it
 stopped), then prints one row per student: the score, the maximum, the points of each grade
 cell, and notes that call for a look in the formgrader (a cell that hit the time limit, a
@@ -467,11 +467,11 @@ def _chapter_notebooks(coursedir: Any, chapter: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from course_utils import grading_parallel as parallel
-    from course_utils.course import chapters as course_chapters
+    from course_utils.course import grading_parallel as parallel
+    from course_utils.course.chapters import chapters as course_chapters
 
     parser = argparse.ArgumentParser(
-        prog="python -m course_utils.grading",
+        prog="python -m course_utils.course.grading",
         description="Autograde a chapter (or all of them) for every student in submitted/, over "
                     "several worker processes, and print the score table. Other options (e.g. "
                     "--Execute.timeout=300, --log-level=WARN) are passed on to nbgrader's autograder.")

@@ -139,7 +139,7 @@ def plot_batches(batchings: dict[str, Sequence[Sequence[int]]], lengths: Sequenc
 
 
 def plot_training_history(history: Sequence[dict], title: str | None = None) -> Figure:
-    """Training curves from per-epoch records (``course_utils.train``'s ``history``).
+    """Training curves from per-epoch records (``course_utils.training.translator``'s ``history``).
 
     Each record has ``batch_losses`` (the training loss of every step, label-smoothed) and
     ``val_loss`` (held-out cross-entropy per token); the left panel shows the first against

@@ -6,7 +6,7 @@ the final metric, tokens per second, the settings and the seed, with ``.table()`
 and ``.plot(ax=None)`` (the arms' curves side by side). ``budget`` is ``"quick"`` (a few seconds per
 arm, for CI: the numbers mean nothing), ``"full"`` (the real runs, about 35 s per arm, all
 comparisons together about 11 minutes on 2 cores) or ``None``: quick in quick mode
-(:func:`course_utils.quick.is_quick`), full otherwise, and not run at all while nbgrader executes
+(:func:`course_utils.notebook.quick.is_quick`), full otherwise, and not run at all while nbgrader executes
 the notebook (autograding or the Validate button): nothing in these cells is graded, and training
 reference models again for each of 200 submissions would cost the instructor about 15 s each. A
 comparison that did not run says so in its ``.table()`` and has ``ran == False``.
@@ -31,7 +31,7 @@ comparison that did not run says so in its ``.table()`` and has ``ran == False``
 
 ``run_all(budget, seed=0, names=None)`` runs several (``COMPARISONS`` names them, in order) and
 :func:`summary_table` prints what each choice buys. The Tiny Shakespeare comparisons train at equal
-wall time (``course_utils.train_gpt.train_gpt`` with the ``cpu-short`` preset's model and recipe:
+wall time (``course_utils.training.gpt.train_gpt`` with the ``cpu-short`` preset's model and recipe:
 4 layers, d_model 128, block 64, batches of 32, AdamW at 6e-3 with a 50-step warm-up and a cosine
 over the run's seconds), and report the validation loss in nats per character over the whole
 validation split. Their common base, "chapter 10's choices", is :class:`ModernGPT` with LayerNorm,
@@ -41,7 +41,7 @@ the same budget and seed is reused, not trained again (``clear_cache()`` forgets
 
 Example (in the notebook)::
 
-    from course_utils import ablations
+    from course_utils.training import ablations
     result = ablations.positions_on_reversal()
     print(result.table())
     result.plot()
@@ -66,14 +66,14 @@ from torch import Tensor, nn
 
 from course_utils.data.shakespeare import encode_splits, load_shakespeare
 from course_utils.data.toy import TOY_BOS_IDX, TOY_EOS_IDX, TOY_PAD_IDX, TOY_VOCAB_SIZE, make_toy_batch, toy_batches
-from course_utils.device import cpu_name, torch_threads
-from course_utils.quick import is_quick, nbgrader_running
+from course_utils.notebook.device import cpu_name, torch_threads
+from course_utils.notebook.quick import is_quick, nbgrader_running
 from course_utils.reference import GPT, CharTokenizer, Transformer, greedy_decode
 from course_utils.reference.modern import ModernConfig, ModernGPT
 from course_utils.reference.multi_head_attention import MultiHeadAttention
-from course_utils.train import Autocast, bf16_is_fast
-from course_utils.train_gpt import PRESETS, GPTPreset, train_gpt, validation_loss
-from course_utils.training import exact_match, train_seq2seq
+from course_utils.training.translator import Autocast, bf16_is_fast
+from course_utils.training.gpt import PRESETS, GPTPreset, train_gpt, validation_loss
+from course_utils.training.loop import exact_match, train_seq2seq
 
 __all__ = ["Ablation", "Arm", "BUDGETS", "Budget", "COMPARISONS", "bf16_autocast", "clear_cache", "cpu_features",
            "heads_on_shakespeare", "lm_model", "mlp_on_shakespeare", "modern_at_cpu_preset", "modern_vs_gpt",
@@ -479,7 +479,7 @@ def lm_model(seed: int, kind: str = "modern", preset: GPTPreset = LM_PRESET, **s
 
 
 class _AutocastLM(Autocast):
-    """:class:`course_utils.train.Autocast` for a language model: ``forward(idx (B, T)) -> float32 logits``."""
+    """:class:`course_utils.training.translator.Autocast` for a language model: ``forward(idx (B, T)) -> float32 logits``."""
 
     def forward(self, idx: Tensor) -> Tensor:  # type: ignore[override]
         with torch.autocast(self.device_type, dtype=torch.bfloat16):
@@ -602,7 +602,7 @@ def bf16_autocast(budget: str | Budget | None = None, seed: int = 0) -> Ablation
     features = cpu_features()
     note = (f"CPU {features['cpu']}, {features['cores']} cores: AVX512-BF16 {'yes' if features['avx512_bf16'] else 'no'}, "
             f"AMX {'yes' if features['amx_tile'] else 'no'}; the course trains in bfloat16 on a CPU only with AMX "
-            f"(course_utils.train.bf16_is_fast: {features['bf16_is_fast']})")
+            f"(course_utils.training.translator.bf16_is_fast: {features['bf16_is_fast']})")
     return Ablation("bf16", "Tiny Shakespeare, the modern GPT: float32 or bfloat16 autocast", _LM_METRIC, False, arms,
                     seed, b.name, [note])
 

@@ -1,6 +1,6 @@
 """Train the course's reference Transformer on Multi30k (German -> English) from the command line.
 
-    python -m course_utils.train --preset cpu
+    python -m course_utils.training.translator --preset cpu
 
 writes ``checkpoints/cpu/model.pt`` (weights, settings, vocabularies) and
 ``checkpoints/cpu/metrics.json`` (BLEU both ways with greedy decoding and with beam search,
@@ -21,9 +21,9 @@ chapter 09 notebook trains the student's own model with the ``cpu`` preset's set
 can load a checkpoint written here instead (:func:`load_checkpoint`).
 
 The same command runs on several processes or machines under PyTorch's launcher, data-parallel
-(:mod:`course_utils.distributed`; the README's "Training on several processes or machines")::
+(:mod:`course_utils.training.distributed`; the README's "Training on several processes or machines")::
 
-    torchrun --standalone --nproc_per_node=2 -m course_utils.train --preset cpu
+    torchrun --standalone --nproc_per_node=2 -m course_utils.training.translator --preset cpu
 
 Each process trains on its own share of every step's batches (``max_tokens`` positions each, so
 a step's global batch is ``nproc * max_tokens``), the gradients are averaged per real target
@@ -58,12 +58,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from course_utils import distributed
+from course_utils.training import distributed
 from course_utils.data.batching import EncodedSplit, TokenBatches, encode_split
 from course_utils.data.multi30k import Multi30k, ParallelSplit, load_multi30k
 from course_utils.data.vocab import PAD_IDX, Vocab
-from course_utils.cli import hardware_info, library_versions, parse_bool
-from course_utils.device import default_device
+from course_utils.training.cli import hardware_info, library_versions, parse_bool
+from course_utils.notebook.device import default_device
 from course_utils.reference.label_smoothing import LabelSmoothingLoss
 from course_utils.reference.schedule import NoamScheduler
 
@@ -71,7 +71,7 @@ __all__ = ["PRESETS", "Checkpoint", "Preset", "PreparedData", "ShardedTokenBatch
            "main", "make_criterion", "make_optimizer", "prepare_data", "train"]
 
 #: Where runs are written by default (git-ignored), one folder per preset.
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ class TimedCooldown:
         seconds: the length of the whole budget.
         fraction: the cool-down's share of the budget, in (0, 1].
         agree: with several processes, rank 0's value of the remaining fraction for every rank
-            (:func:`course_utils.distributed.broadcast_float`), so all use the same rate.
+            (:func:`course_utils.training.distributed.broadcast_float`), so all use the same rate.
     """
 
     def __init__(self, scheduler: Any, deadline: Callable[[], float], seconds: float, fraction: float, *,
@@ -290,7 +290,7 @@ def time_limited(batches: Iterable[tuple[Tensor, Tensor]], deadline: float | Non
     """``batches``, cut short once ``time.perf_counter()`` passes ``deadline``.
 
     ``decide(past_the_deadline)`` has the last word before every batch: with several processes,
-    :func:`course_utils.distributed.agree` makes every rank follow rank 0's clock, so all stop
+    :func:`course_utils.training.distributed.agree` makes every rank follow rank 0's clock, so all stop
     at the same step.
     """
     for batch in batches:
@@ -303,7 +303,7 @@ class ShardedTokenBatches(TokenBatches):
     """:class:`TokenBatches` whose every pass holds only this rank's share of the batches.
 
     All ranks plan the same epoch (same seed), then each keeps every ``world_size``-th batch
-    (:func:`course_utils.distributed.shard`): equal numbers of steps on every rank, and step
+    (:func:`course_utils.training.distributed.shard`): equal numbers of steps on every rank, and step
     ``s``'s global batch is batches ``s * world_size ...`` of the one-process plan. With one
     process it is exactly :class:`TokenBatches`.
     """
@@ -374,14 +374,14 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
         score_test: False for a candidate setting being compared with others: only the validation
             split is translated (its BLEU decides), so test2016 stays unseen until the choice is
             made; the test fields of the metrics are then None.
-        ctx: this process's place in a ``torchrun`` job (:func:`course_utils.distributed.session`);
+        ctx: this process's place in a ``torchrun`` job (:func:`course_utils.training.distributed.session`);
             default one process. Every rank trains; only rank 0 logs, shows progress, evaluates
             and writes files.
 
     Returns:
         the metrics (also written to ``metrics.json``); ``{}`` on ranks other than 0.
     """
-    from course_utils.evaluation import evaluate_translation
+    from course_utils.training.evaluation import evaluate_translation
     from course_utils.reference.beam_search import beam_search
     from course_utils.reference.decoding import greedy_decode
     from course_utils.reference.translation import evaluate_loss, train_epoch
@@ -552,7 +552,7 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
     }
     metrics["total_minutes"] = round((time.perf_counter() - started) / 60, 2)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "course_utils.train/1", "config": dataclasses.asdict(preset),
+    torch.save({"format": "course_utils.training.translator/1", "config": dataclasses.asdict(preset),
                 "model_class": "course_utils.reference.Transformer",
                 "model_kwargs": {"src_vocab_size": len(src_vocab), "tgt_vocab_size": len(tgt_vocab),
                                  **preset.model_kwargs(), "max_seq_length": 256, "pad_idx": PAD_IDX},
@@ -576,7 +576,7 @@ class Checkpoint:
 
 def load_checkpoint(path: str | os.PathLike[str], model_class: type[nn.Module] | None = None,
                     device: torch.device | str | None = None) -> Checkpoint:
-    """Load a ``model.pt`` written by ``python -m course_utils.train``.
+    """Load a ``model.pt`` written by ``python -m course_utils.training.translator``.
 
     Args:
         path: the file (``checkpoints/cpu/model.pt``) or its folder.
@@ -593,7 +593,7 @@ def load_checkpoint(path: str | os.PathLike[str], model_class: type[nn.Module] |
         path = path / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} does not exist: train one first with `python -m course_utils.train --preset cpu` "
+            f"{path} does not exist: train one first with `python -m course_utils.training.translator --preset cpu` "
             f"(about 15 minutes on a laptop) from the course's root folder")
     device = torch.device(device) if device is not None else default_device()
     saved = torch.load(path, map_location=device, weights_only=False)
@@ -619,7 +619,7 @@ def load_checkpoint(path: str | os.PathLike[str], model_class: type[nn.Module] |
 
 def _parse(argv: Sequence[str] | None) -> tuple[Preset, argparse.Namespace]:
     parser = argparse.ArgumentParser(
-        prog="python -m course_utils.train",
+        prog="python -m course_utils.training.translator",
         description="Train the reference Transformer on Multi30k (German -> English) and score it on test2016.")
     parser.add_argument("--preset", choices=sorted(PRESETS), required=True,
                         help="smoke: < 1 min pipeline test; cpu: <= 15 min on 2 cores; gpu: longer, for a GPU")

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from course_utils.course import ROOT, chapters, source_notebook
+from course_utils.course.chapters import ROOT, chapters, source_notebook
 
 
 def generate_release(course_root: Path = ROOT, extra: tuple[str, ...] = ()) -> None:
@@ -24,7 +24,7 @@ def generate_release(course_root: Path = ROOT, extra: tuple[str, ...] = ()) -> N
     One process runs nbgrader's own converter once per chapter (what the command does), so that
     nbgrader and its configuration load once instead of once per chapter (a second per chapter).
     """
-    code = ("import sys; from course_utils.release import _generate_here; "
+    code = ("import sys; from course_utils.course.release import _generate_here; "
             "_generate_here(sys.argv[1].split(','), sys.argv[2:])")
     subprocess.run([sys.executable, "-c", code, ",".join(chapters(course_root / "solutions")),
                     "--no-db", "--force", "--log-level=WARN", *extra], cwd=course_root, check=True)

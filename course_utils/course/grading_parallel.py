@@ -1,6 +1,6 @@
 """Autograding a whole class over several worker processes, merged into one gradebook.
 
-``python -m course_utils.grading <chapter|all> -j N`` uses this module. Stock ``nbgrader
+``python -m course_utils.course.grading <chapter|all> -j N`` uses this module. Stock ``nbgrader
 autograde`` grades one submission after the other in one process; here the submissions are
 handed out to ``N`` worker processes as they become free (a student stuck in a loop holds one
 worker, not the batch). SQLite takes one writer at a time, so each worker grades into its own

@@ -1,4 +1,4 @@
-"""What the training command lines (``course_utils.train``, ``course_utils.train_gpt``) share.
+"""What the training command lines (``course_utils.training.translator``, ``course_utils.training.gpt``) share.
 
 - :func:`parse_bool`: the ``type`` of a true/false option (``--bf16 false``);
 - :func:`hardware_info` and :func:`library_versions`: where and with what a run ran, as recorded
@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from course_utils import distributed
-from course_utils.device import cpu_name
+from course_utils.training import distributed
+from course_utils.notebook.device import cpu_name
 
 __all__ = ["hardware_info", "library_versions", "parse_bool"]
 

@@ -1,6 +1,6 @@
 """Training on several processes or machines: what a training CLI needs to run under ``torchrun``.
 
-    torchrun --standalone --nproc_per_node=2 -m course_utils.train --preset cpu
+    torchrun --standalone --nproc_per_node=2 -m course_utils.training.translator --preset cpu
 
 ``torchrun`` (PyTorch's launcher) starts one process per GPU or CPU worker and tells each, through
 environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``),
@@ -26,7 +26,7 @@ this module adds is what makes that *correct* rather than merely running:
   non-zero exit instead of a hang: gloo notices a closed connection at once, and every collective
   gives up after ``timeout``.
 
-A CLI adopts it in a few lines (``course_utils.train`` is the worked example)::
+A CLI adopts it in a few lines (``course_utils.training.translator`` is the worked example)::
 
     with distributed.session(args.device) as ctx:        # ctx.device: cuda:LOCAL_RANK or cpu
         model = build(...).to(ctx.device)
@@ -50,7 +50,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from course_utils.device import default_device
+from course_utils.notebook.device import default_device
 
 __all__ = ["DEFAULT_TIMEOUT_MINUTES", "Context", "LostPeer", "TokenMeanLoss", "agree", "all_reduce_sum",
            "broadcast_float", "main_first", "seed_per_rank", "session", "shard", "single_process", "wrap"]

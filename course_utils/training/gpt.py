@@ -1,6 +1,6 @@
 """Train a character-level GPT on Tiny Shakespeare (chapter 10) from the command line or a notebook.
 
-    python -m course_utils.train_gpt --preset cpu
+    python -m course_utils.training.gpt --preset cpu
 
 writes ``checkpoints/gpt-cpu/model.pt`` (weights, settings, vocabulary), ``metrics.json`` (the
 validation loss in nats and bits per character on the whole validation split, the curve of
@@ -26,9 +26,9 @@ run ends its schedule exactly when its time is up. Evaluations and samples are n
 training time (their time is reported separately).
 
 The same command runs on several processes or machines under PyTorch's launcher, data-parallel
-(:mod:`course_utils.distributed`; the README's "Training on several processes or machines")::
+(:mod:`course_utils.training.distributed`; the README's "Training on several processes or machines")::
 
-    torchrun --standalone --nproc_per_node=2 -m course_utils.train_gpt --preset cpu
+    torchrun --standalone --nproc_per_node=2 -m course_utils.training.gpt --preset cpu
 
 Each process draws its own ``batch_size`` windows per step (its sampler seeded ``seed + rank``), so
 a step's global batch is ``nproc * batch_size`` windows; DDP averages the gradients. Every window
@@ -53,16 +53,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from course_utils import distributed
-from course_utils.cli import hardware_info, library_versions, parse_bool
+from course_utils.training import distributed
+from course_utils.training.cli import hardware_info, library_versions, parse_bool
 from course_utils.data.shakespeare import encode_splits, load_shakespeare
-from course_utils.device import default_device
+from course_utils.notebook.device import default_device
 from course_utils.reference.gpt import GPT, CharTokenizer, generate_cached, get_batch
 
 __all__ = ["CHECKPOINT_DIR", "GPTCheckpoint", "GPTPreset", "PRESETS", "TrainLog", "configure_optimizer",
            "estimate_loss", "learning_rate", "load_gpt_checkpoint", "main", "train_gpt", "validation_loss"]
 
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 LN2 = math.log(2)
 
 
@@ -201,7 +201,7 @@ def train_gpt(model: nn.Module, train_data: Tensor, val_data: Tensor, preset: GP
         sample_fn: ``(model, prompt (1, T), n) -> ids`` for those samples (default: the reference's
             cached sampling at temperature 0.8).
         log: where evaluation lines and samples go.
-        ctx: this process's place in a ``torchrun`` job (:func:`course_utils.distributed.session`;
+        ctx: this process's place in a ``torchrun`` job (:func:`course_utils.training.distributed.session`;
             ``model`` already on ``ctx.device``); default one process, which trains exactly as
             without it. With several, every rank trains its own windows in DDP; only rank 0
             evaluates, samples, logs and shows progress.
@@ -319,7 +319,7 @@ class GPTCheckpoint:
 
 def load_gpt_checkpoint(path: str | Path, model_class: type[nn.Module] | None = None,
                         device: torch.device | str | None = None) -> GPTCheckpoint:
-    """Load ``model.pt`` written by ``python -m course_utils.train_gpt`` (a file or its folder).
+    """Load ``model.pt`` written by ``python -m course_utils.training.gpt`` (a file or its folder).
 
     ``model_class`` defaults to the reference :class:`GPT`; your chapter 10 ``GPT`` works too when its
     attribute names follow the chapter's (the weights are loaded by name). The model is in eval mode.
@@ -329,7 +329,7 @@ def load_gpt_checkpoint(path: str | Path, model_class: type[nn.Module] | None = 
         path = path / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: train one first with "
-                                f"`python -m course_utils.train_gpt --preset cpu` from the course's root folder")
+                                f"`python -m course_utils.training.gpt --preset cpu` from the course's root folder")
     device = torch.device(device) if device is not None else default_device()
     saved = torch.load(path, map_location=device, weights_only=False)
     model = (model_class or GPT)(**saved["model_kwargs"])
@@ -404,7 +404,7 @@ def run(preset: GPTPreset, out_dir: str | Path | None = None, *, device: str | N
 
 
 def _parse(argv: Sequence[str] | None) -> tuple[GPTPreset, argparse.Namespace]:
-    parser = argparse.ArgumentParser(prog="python -m course_utils.train_gpt",
+    parser = argparse.ArgumentParser(prog="python -m course_utils.training.gpt",
                                      description="Train a character-level GPT on Tiny Shakespeare.")
     parser.add_argument("--preset", choices=sorted(PRESETS), required=True,
                         help="smoke: seconds, pipeline test; cpu: 15 min on 2 cores; cpu-short: 130 s; "
