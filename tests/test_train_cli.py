@@ -17,6 +17,7 @@ from course_utils.training import translator
 from course_utils.data import Vocab
 from course_utils.training.evaluation import translate_sentences
 from course_utils.reference import Transformer
+from course_utils.reference.bpe import BPETokenizer
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,21 @@ def test_smoke_checkpoint_loads_and_translates(smoke_run: Path) -> None:
     assert isinstance(saved.src_vocab, Vocab) and saved.src_vocab.lowercase
     [english] = translate_sentences(saved.model, ["Ein Hund läuft."], saved.src_vocab, saved.tgt_vocab)
     assert isinstance(english, str)
+
+
+def test_subwords_train_translate_and_reload_without_unk(tmp_path: Path) -> None:
+    """`--units subwords` (chapter 12): one joint tokenizer, saved in the checkpoint, never an <unk>."""
+    result = subprocess.run([sys.executable, "-m", "course_utils.training.translator", "--preset", "smoke",
+                             "--units", "subwords", "--vocab-size", "1000", "--out", str(tmp_path), "--no-progress"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["units"] == "subwords" and metrics["vocab_sizes"] == {"de": 1000, "en": 1000}
+    assert metrics["translations_with_unk"] == {"test_greedy": 0, "val_greedy": 0}
+    saved = translator.load_checkpoint(tmp_path, device="cpu")
+    assert isinstance(saved.src_vocab, BPETokenizer) and saved.src_vocab.itos == saved.tgt_vocab.itos
+    [english] = translate_sentences(saved.model, ["Ein Dudelsackspieler läuft 😀."], saved.src_vocab, saved.tgt_vocab)
+    assert isinstance(english, str) and "<unk>" not in english
 
 
 def test_a_checkpoint_does_not_load_into_a_model_with_other_names(smoke_run: Path) -> None:

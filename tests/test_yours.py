@@ -268,3 +268,29 @@ def test_every_needed_piece_exists_in_the_reference() -> None:
         assert release_notebook(chapter.id).is_file()
         for name in chapter.needs:
             assert chapter_of(name) is not None and name in reference.__all__, (chapter.id, name)
+
+
+def test_this_notebook_keeps_a_passing_exercise_and_replaces_a_failing_one(capsys) -> None:
+    """Chapter 12 trains on the tokenizer the student just wrote, or on the reference's with the reason."""
+    def wrong_count_pairs(words):  # counts across word boundaries
+        sequence = [symbol for word in words for symbol in word]
+        return dict.fromkeys(zip(sequence, sequence[1:]), 1)
+
+    def right_count_pairs(words):
+        counts: dict = {}
+        for word, n in words.items():
+            for i in range(len(word) - 1):
+                counts[word[i], word[i + 1]] = counts.get((word[i], word[i + 1]), 0) + n
+        return counts
+
+    mine, = yours.this_notebook({"count_pairs": right_count_pairs})
+    assert mine is right_count_pairs
+    fallback = yours.this_notebook({"count_pairs": wrong_count_pairs})
+    assert fallback[0] is reference.count_pairs
+    [(whose_it_is, reason)] = rows(fallback).values()
+    assert whose_it_is == "reference" and reason.startswith("fails its check") and "across word boundaries" in reason
+    table = capsys.readouterr().out
+    assert "Your exercises of this chapter: 1 of 1 yours" in table and "count_pairs  ✓ yours" in table
+    assert "Your exercises of this chapter: 0 of 1 yours" in table
+    with pytest.raises(ValueError, match="no chapter's exercise is called"):
+        yours.this_notebook({"not_an_exercise": len})

@@ -20,9 +20,9 @@ the positions to padding, against about 50% for batches of 128 pairs drawn at ra
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ from course_utils.data.multi30k import ParallelSplit
 from course_utils.data.vocab import EOS_IDX, PAD_IDX, UNK_IDX, Vocab
 from course_utils.reference.translation import batch_by_tokens, collate_batch, padding_fraction
 
-__all__ = ["MAX_LEN", "EncodedSplit", "TokenBatches", "encode_split", "pair_lengths"]
+__all__ = ["MAX_LEN", "EncodedSplit", "SubwordTokenizer", "TokenBatches", "encode_split", "pair_lengths"]
 
 #: The longest sentence the model sees, in tokens with ``<bos>`` and ``<eos>``. Multi30k's
 #: longest training caption has 44 tokens (46 with the specials), so nothing is dropped from
@@ -40,6 +40,14 @@ __all__ = ["MAX_LEN", "EncodedSplit", "TokenBatches", "encode_split", "pair_leng
 MAX_LEN = 64
 
 Pair = tuple[list[int], list[int]]
+
+
+class SubwordTokenizer(Protocol):
+    """What :func:`encode_split` needs of a subword tokenizer (:class:`course_utils.reference.bpe.BPETokenizer`)."""
+
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]: ...
+
+    def decode(self, ids: Iterable[int]) -> str: ...
 
 
 @dataclass
@@ -68,13 +76,16 @@ class EncodedSplit:
                 f"{self.tgt_unk_rate:.1%} of target tokens")
 
 
-def encode_split(split: ParallelSplit, src_vocab: Vocab, tgt_vocab: Vocab, *, src_lang: str = "de",
-                 max_len: int = MAX_LEN, long: Literal["drop", "truncate"] = "drop") -> EncodedSplit:
+def encode_split(split: ParallelSplit, src_vocab: Vocab | SubwordTokenizer, tgt_vocab: Vocab | SubwordTokenizer, *,
+                 src_lang: str = "de", max_len: int = MAX_LEN, long: Literal["drop", "truncate"] = "drop"
+                 ) -> EncodedSplit:
     """Encode a split's token lists to ids, ``<bos> ... <eos>`` on both sides.
 
     Args:
         split: tokenized pairs (:func:`course_utils.data.load_multi30k`).
-        src_vocab, tgt_vocab: vocabularies of the source and target languages.
+        src_vocab, tgt_vocab: vocabularies of the source and target languages: word
+            :class:`Vocab` objects (the spaCy tokens are encoded) or subword tokenizers (chapter 12;
+            the raw captions are encoded, and nothing is ever ``<unk>``).
         src_lang: ``"de"`` (German -> English, the course's direction) or ``"en"``.
         max_len: the most tokens a side may have, ``<bos>`` and ``<eos>`` included.
         long: what to do with a pair whose source or target is longer: ``"drop"`` it (for
@@ -85,12 +96,11 @@ def encode_split(split: ParallelSplit, src_vocab: Vocab, tgt_vocab: Vocab, *, sr
         raise ValueError("max_len must leave room for <bos>, one token and <eos>")
     if long not in ("drop", "truncate"):
         raise ValueError(f"long must be 'drop' or 'truncate', not {long!r}")
-    sources, targets = ((split.de_tokens, split.en_tokens) if src_lang == "de"
-                        else (split.en_tokens, split.de_tokens))
+    tgt_lang = "en" if src_lang == "de" else "de"
     encoded = EncodedSplit(pairs=[], lines=[])
     counts = {"src": [0, 0], "tgt": [0, 0]}  # [unknown, total]
-    for line, (src_tokens, tgt_tokens) in enumerate(zip(sources, targets)):
-        src, tgt = src_vocab.encode(src_tokens), tgt_vocab.encode(tgt_tokens)
+    for line, (src, tgt) in enumerate(zip(_encode_side(split, src_lang, src_vocab),
+                                          _encode_side(split, tgt_lang, tgt_vocab))):
         for side, ids in (("src", src), ("tgt", tgt)):
             counts[side][0] += sum(i == UNK_IDX for i in ids)
             counts[side][1] += len(ids) - 2
@@ -105,6 +115,14 @@ def encode_split(split: ParallelSplit, src_vocab: Vocab, tgt_vocab: Vocab, *, sr
     encoded.src_unk_rate = counts["src"][0] / max(counts["src"][1], 1)
     encoded.tgt_unk_rate = counts["tgt"][0] / max(counts["tgt"][1], 1)
     return encoded
+
+
+def _encode_side(split: ParallelSplit, lang: str, vocab: Vocab | SubwordTokenizer) -> list[list[int]]:
+    """One language of a split as ``<bos> ... <eos>`` id lists: a word :class:`Vocab` encodes the spaCy
+    tokens, a subword tokenizer (chapter 12) the raw captions."""
+    if isinstance(vocab, Vocab):
+        return [vocab.encode(tokens) for tokens in (split.de_tokens if lang == "de" else split.en_tokens)]
+    return [vocab.encode(text, add_bos=True, add_eos=True) for text in (split.de if lang == "de" else split.en)]
 
 
 def _truncate(ids: list[int], max_len: int) -> list[int]:

@@ -6,6 +6,7 @@ the exercise that asks for them (see :mod:`course_utils.course.guard`).
 """
 
 from course_utils.reference.attention import attention_scores, scaled_dot_product_attention
+from course_utils.reference.bpe import BPETokenizer, apply_merges, count_pairs, learn_merges, merge_pair
 from course_utils.reference.decoder import Decoder, DecoderLayer
 from course_utils.reference.decoding import greedy_decode
 from course_utils.reference.encoder import Encoder, EncoderLayer
@@ -43,8 +44,17 @@ from course_utils.reference.multi_head_attention import (
 from course_utils.reference.positional_encoding import PositionalEncoding, sinusoidal_table
 from course_utils.reference.schedule import NoamScheduler
 from course_utils.reference.transformer import Transformer
+from course_utils.reference.translation import batch_by_tokens, collate_batch, train_epoch
 
 __all__ = [
+    "BPETokenizer",
+    "apply_merges",
+    "count_pairs",
+    "learn_merges",
+    "merge_pair",
+    "batch_by_tokens",
+    "collate_batch",
+    "train_epoch",
     "CharTokenizer",
     "GPT",
     "GPTBlock",

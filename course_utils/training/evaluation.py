@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from course_utils.data.batching import MAX_LEN, TokenBatches, encode_split
+from course_utils.data.batching import MAX_LEN, SubwordTokenizer, TokenBatches, encode_split
 from course_utils.data.multi30k import ParallelSplit
 from course_utils.data.tokenization import detokenize
 from course_utils.data.vocab import BOS_IDX, EOS_IDX, PAD_IDX, Vocab
@@ -48,6 +48,7 @@ __all__ = [
     "evaluate_translation",
     "perplexity",
     "sacrebleu_on_text",
+    "to_text",
     "translate_ids",
     "translate_sentences",
 ]
@@ -99,14 +100,27 @@ def translate_ids(model: nn.Module, sources: Sequence[Sequence[int]], *, decoder
     return results
 
 
-def translate_sentences(model: nn.Module, sentences: Sequence[str], src_vocab: Vocab, tgt_vocab: Vocab,
-                        *, src_lang: str = "de", decoder: Decoder = greedy_decode) -> list[str]:
-    """German text in, English text out (tokenize, encode, decode, detokenize)."""
+def translate_sentences(model: nn.Module, sentences: Sequence[str], src_vocab: Vocab | SubwordTokenizer,
+                        tgt_vocab: Vocab | SubwordTokenizer, *, src_lang: str = "de",
+                        decoder: Decoder = greedy_decode) -> list[str]:
+    """German text in, English text out: encode (spaCy tokens for a word vocabulary, the raw text for a
+    subword tokenizer), translate, and back to text."""
     from course_utils.data.tokenization import tokenize
 
-    sources = [src_vocab.encode(tokens)[:MAX_LEN - 1] for tokens in tokenize(sentences, src_lang)]
-    outputs = translate_ids(model, sources, decoder=decoder)
-    return [_capitalize(detokenize(tgt_vocab.decode(ids))) for ids in outputs]
+    if isinstance(src_vocab, Vocab):
+        sources = [src_vocab.encode(tokens) for tokens in tokenize(sentences, src_lang)]
+    else:
+        sources = [src_vocab.encode(text, add_bos=True, add_eos=True) for text in sentences]
+    outputs = translate_ids(model, [ids[:MAX_LEN - 1] for ids in sources], decoder=decoder)
+    return [to_text(ids, tgt_vocab) for ids in outputs]
+
+
+def to_text(ids: Sequence[int], vocab: Vocab | SubwordTokenizer) -> str:
+    """A translation's ids as a sentence: a word vocabulary's tokens are detokenized and capitalised
+    (the words were lowercased); a subword tokenizer decodes its own text, case and spaces included."""
+    if isinstance(vocab, Vocab):
+        return _capitalize(detokenize(vocab.decode(ids)))
+    return vocab.decode(ids).strip()
 
 
 def bleu_on_tokens(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]]):
@@ -177,14 +191,17 @@ class TranslationScores:
                 "perplexity": round(self.perplexity, 3), "decode_seconds": round(self.seconds, 1)}
 
 
-def evaluate_translation(model: nn.Module, split: ParallelSplit, src_vocab: Vocab, tgt_vocab: Vocab, *,
+def evaluate_translation(model: nn.Module, split: ParallelSplit, src_vocab: Vocab | SubwordTokenizer,
+                         tgt_vocab: Vocab | SubwordTokenizer, *,
                          decoder: Decoder = greedy_decode, src_lang: str = "de",
                          max_tokens: int = 2000, device: torch.device | str | None = None,
                          progress: Callable[[int], Any] | None = None) -> TranslationScores:
     """Translate a whole split and score it: BLEU both ways, loss and perplexity.
 
     Every line is translated (over-long sources are truncated, see
-    :func:`~course_utils.data.batching.encode_split`), so the scores cover the full split.
+    :func:`~course_utils.data.batching.encode_split`), so the scores cover the full split. With word
+    vocabularies the output tokens are scored by BLEU (1) and detokenized for sacreBLEU; with a subword
+    tokenizer (chapter 12) the decoded text is scored by sacreBLEU and its spaCy tokens by BLEU (1).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     encoded = encode_split(split, src_vocab, tgt_vocab, src_lang=src_lang, long="truncate")
@@ -193,11 +210,17 @@ def evaluate_translation(model: nn.Module, split: ParallelSplit, src_vocab: Voca
     outputs = translate_ids(model, [src for src, _ in encoded.pairs], decoder=decoder,
                             max_tokens=max_tokens, device=device, progress=progress)
     seconds = time.perf_counter() - start
-    hypotheses = [tgt_vocab.decode(ids) for ids in outputs]
+    tgt_lang = "en" if src_lang == "de" else "de"
+    detokenized = [to_text(ids, tgt_vocab) for ids in outputs]
+    if isinstance(tgt_vocab, Vocab):
+        hypotheses = [tgt_vocab.decode(ids) for ids in outputs]
+    else:  # subwords: the text is the output; BLEU (1) reads it through the references' spaCy tokenizer
+        from course_utils.data.tokenization import tokenize
+
+        hypotheses = tokenize(detokenized, tgt_lang)
     references = split.en_tokens if src_lang == "de" else split.de_tokens
     raw_references = split.en if src_lang == "de" else split.de
     bleu = bleu_on_tokens(hypotheses, references)
-    detokenized = [_capitalize(detokenize(h)) for h in hypotheses]
     standard, signature = sacrebleu_on_text(detokenized, raw_references)
     return TranslationScores(bleu=bleu.score, sacrebleu=standard.score, signature=signature, loss=loss,
                              perplexity=ppl, seconds=seconds, hypotheses=hypotheses,

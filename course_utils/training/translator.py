@@ -64,11 +64,13 @@ from course_utils.data.multi30k import Multi30k, ParallelSplit, load_multi30k
 from course_utils.data.vocab import PAD_IDX, Vocab
 from course_utils.training.cli import hardware_info, library_versions, parse_bool
 from course_utils.notebook.device import default_device
+from course_utils.reference.bpe import TOKENIZER_FORMAT, BPETokenizer, train_tokenizer
 from course_utils.reference.label_smoothing import LabelSmoothingLoss
 from course_utils.reference.schedule import NoamScheduler
 
-__all__ = ["PRESETS", "Checkpoint", "Preset", "PreparedData", "ShardedTokenBatches", "build_model", "load_checkpoint",
-           "main", "make_criterion", "make_optimizer", "prepare_data", "train"]
+__all__ = ["PRESETS", "Checkpoint", "Preset", "PreparedData", "ShardedTokenBatches", "build_model", "build_vocabularies",
+           "fit", "load_checkpoint", "main", "make_criterion", "make_optimizer", "prepare_data", "train",
+           "vocab_from_dict"]
 
 #: Where runs are written by default (git-ignored), one folder per preset.
 CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
@@ -88,8 +90,15 @@ class Preset:
     # The data.
     max_tokens: int
     """Batch budget: positions per batch, padding included."""
+    units: str = "words"
+    """``"words"``: chapter 9's word vocabularies (spaCy tokens, lowercased, ``min_freq``); ``"subwords"``:
+    chapter 12's byte-pair encoding of the raw captions (case kept, never ``<unk>``)."""
     min_freq: int = 2
     lowercase: bool = True
+    vocab_size: int = 8000
+    """With ``units="subwords"``: ids per tokenizer (specials, 256 bytes, characters, merges)."""
+    joint_vocab: bool = True
+    """With ``units="subwords"``: one tokenizer learned on both languages (False: one per language)."""
     train_subset: int | None = None
     """Train on the first N pairs only (smoke test)."""
     eval_subset: int | None = None
@@ -151,6 +160,12 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset("cpu", d_model=256, num_layers=3, num_heads=8, d_ff=512, dropout=0.0,
                   max_tokens=1000, epochs=10, max_minutes=15.0, cooldown=0.4, warmup_steps=500,
                   lr_factor=0.5),
+    # Chapter 12: the `cpu` recipe on subwords, one byte-pair encoding learned on the German and English
+    # training captions together; its vocabulary size was chosen among full 15-minute runs by validation
+    # BLEU (benchmarks/RESULTS.md, section 12).
+    "cpu-subwords": Preset("cpu-subwords", d_model=256, num_layers=3, num_heads=8, d_ff=512, dropout=0.0,
+                           max_tokens=1000, epochs=10, max_minutes=15.0, cooldown=0.4, warmup_steps=500,
+                           lr_factor=0.5, units="subwords", vocab_size=8000),
     # A GPU run, not tuned on a GPU (none was available): a wider model with the dropout that
     # small translation datasets need over many epochs (as fairseq's IWSLT de-en Transformer:
     # d_model 512, d_ff 1024, dropout 0.3), 40 epochs, the best epoch by validation loss.
@@ -299,6 +314,55 @@ def time_limited(batches: Iterable[tuple[Tensor, Tensor]], deadline: float | Non
         yield batch
 
 
+def fit(model: nn.Module, batches: TokenBatches, val_batches: TokenBatches, preset: Preset, *,
+        train_epoch: Callable[..., float], scheduler_class: type | None = None,
+        loss_class: type[nn.Module] | None = None, device: torch.device | str = "cpu",
+        log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+    """Chapter 9's training loop for a notebook that has written it once already (chapter 12).
+
+    ``train_epoch`` once per epoch (the student's own), Adam with ``scheduler_class`` (chapter 8's), the
+    label-smoothed ``loss_class``, the preset's time limit and cool-down, the validation loss after each
+    epoch; the weights of the epoch with the lowest validation loss are put back at the end.
+
+    Returns:
+        one record per epoch: ``epoch``, ``steps`` (so far), ``train_loss``, ``val_loss``, ``minutes``.
+    """
+    from course_utils.reference.translation import evaluate_loss
+
+    optimizer, scheduler = make_optimizer(model, preset, scheduler_class)
+    criterion = make_criterion(preset, loss_class)
+    trained = for_training(model, preset, device)
+    history: list[dict[str, Any]] = []
+    best_val, best_state, steps = math.inf, None, 0
+    start = time.perf_counter()
+    deadline = start + 60 * preset.max_minutes if preset.max_minutes else None
+    scheduler = with_cooldown(scheduler, preset, lambda: deadline)
+
+    def counted(batches_of_epoch: Iterable[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+        nonlocal steps
+        for batch in batches_of_epoch:
+            steps += 1
+            yield batch
+
+    for epoch in range(1, preset.epochs + 1):
+        train_loss = train_epoch(trained, counted(time_limited(batches, deadline)), optimizer, scheduler, criterion,
+                                 PAD_IDX, preset.clip_norm)
+        val_loss = evaluate_loss(model, val_batches, PAD_IDX)
+        minutes = (time.perf_counter() - start) / 60
+        history.append({"epoch": epoch, "steps": steps, "train_loss": train_loss, "val_loss": val_loss,
+                        "minutes": minutes})
+        log(f"epoch {epoch}: train loss {train_loss:.3f}, validation loss {val_loss:.3f}, {steps:,} steps, "
+            f"{minutes:.1f} min")
+        if val_loss < best_val:
+            best_val, best_state = val_loss, copy.deepcopy(model.state_dict())
+        if deadline is not None and time.perf_counter() > deadline:
+            log(f"stopped: {preset.max_minutes:g} minutes are up")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
 class ShardedTokenBatches(TokenBatches):
     """:class:`TokenBatches` whose every pass holds only this rank's share of the batches.
 
@@ -324,8 +388,8 @@ class PreparedData:
     train_split: ParallelSplit
     val_split: ParallelSplit
     test_split: ParallelSplit
-    src_vocab: Vocab
-    tgt_vocab: Vocab
+    src_vocab: Vocab | BPETokenizer
+    tgt_vocab: Vocab | BPETokenizer
     train_data: EncodedSplit
     val_data: EncodedSplit
 
@@ -340,11 +404,31 @@ def prepare_data(preset: Preset, corpus: Multi30k | None = None) -> PreparedData
     train_split = corpus.train.subset(preset.train_subset) if preset.train_subset else corpus.train
     test_split = corpus.test.subset(preset.eval_subset) if preset.eval_subset else corpus.test
     val_split = corpus.val.subset(preset.eval_subset) if preset.eval_subset else corpus.val
-    src_vocab = Vocab.build(train_split.de_tokens, preset.min_freq, preset.lowercase)
-    tgt_vocab = Vocab.build(train_split.en_tokens, preset.min_freq, preset.lowercase)
+    src_vocab, tgt_vocab = build_vocabularies(preset, train_split)
     return PreparedData(corpus, train_split, val_split, test_split, src_vocab, tgt_vocab,
                         train_data=encode_split(train_split, src_vocab, tgt_vocab, long="drop"),
                         val_data=encode_split(val_split, src_vocab, tgt_vocab, long="truncate"))
+
+
+def build_vocabularies(preset: Preset, train_split: ParallelSplit) -> tuple[Any, Any]:
+    """The source and target vocabularies the preset asks for, learned on the training pairs only:
+    word :class:`Vocab` objects, or (``units="subwords"``) BPE tokenizers, joint or one per language."""
+    if preset.units == "words":
+        return (Vocab.build(train_split.de_tokens, preset.min_freq, preset.lowercase),
+                Vocab.build(train_split.en_tokens, preset.min_freq, preset.lowercase))
+    if preset.units != "subwords":
+        raise ValueError(f"units must be 'words' or 'subwords', not {preset.units!r}")
+    if preset.joint_vocab:
+        joint = train_tokenizer(train_split.de + train_split.en, preset.vocab_size)
+        return joint, joint
+    return train_tokenizer(train_split.de, preset.vocab_size), train_tokenizer(train_split.en, preset.vocab_size)
+
+
+def vocab_from_dict(data: dict[str, Any]) -> Any:
+    """A saved vocabulary: a word :class:`Vocab` or a :class:`BPETokenizer`, as its ``format`` says."""
+    if data.get("format") == TOKENIZER_FORMAT:
+        return BPETokenizer.from_dict(data)
+    return Vocab.from_dict(data)
 
 
 def _progress(total: int | None, description: str, enabled: bool):
@@ -539,6 +623,9 @@ def train(preset: Preset, out_dir: str | os.PathLike[str] | None = None, *,
         "train_tokens_per_second": round(train_tokens / step_seconds, 1) if step_seconds else None,
         "training_precision": "bfloat16 autocast (forward)" if bf16 else "float32",
         "vocab_sizes": {"de": len(src_vocab), "en": len(tgt_vocab)},
+        "units": preset.units,
+        "translations_with_unk": {"test_greedy": sum("<unk>" in t for t in greedy.detokenized) if greedy else None,
+                                  "val_greedy": sum("<unk>" in t for t in val_greedy.detokenized)},
         "data": {"prepare_seconds": round(corpus.seconds, 2), "from_cache": corpus.from_cache,
                  "train_pairs": len(train_data), "dropped_too_long": train_data.dropped,
                  "train_padding_fraction": round(batches.padding_fraction(), 4)},
@@ -568,8 +655,8 @@ class Checkpoint:
     """A trained model and what it needs to translate: see :func:`load_checkpoint`."""
 
     model: nn.Module
-    src_vocab: Vocab
-    tgt_vocab: Vocab
+    src_vocab: Vocab | BPETokenizer
+    tgt_vocab: Vocab | BPETokenizer
     preset: Preset
     metrics: dict[str, Any]
 
@@ -613,7 +700,7 @@ def load_checkpoint(path: str | os.PathLike[str], model_class: type[nn.Module] |
             f"unexpected {list(unexpected)[:5]}. Use the attribute names of the course "
             f"(encoder, decoder, generator, layers, self_attn, W_q, ...).")
     model.to(device).eval()
-    return Checkpoint(model, Vocab.from_dict(saved["src_vocab"]), Vocab.from_dict(saved["tgt_vocab"]),
+    return Checkpoint(model, vocab_from_dict(saved["src_vocab"]), vocab_from_dict(saved["tgt_vocab"]),
                       preset, saved["metrics"])
 
 
@@ -622,7 +709,8 @@ def _parse(argv: Sequence[str] | None) -> tuple[Preset, argparse.Namespace]:
         prog="python -m course_utils.training.translator",
         description="Train the reference Transformer on Multi30k (German -> English) and score it on test2016.")
     parser.add_argument("--preset", choices=sorted(PRESETS), required=True,
-                        help="smoke: < 1 min pipeline test; cpu: <= 15 min on 2 cores; gpu: longer, for a GPU")
+                        help="smoke: < 1 min pipeline test; cpu: <= 15 min on 2 cores; cpu-subwords: the same "
+                             "on chapter 12's subwords (or --units subwords with any preset); gpu: longer, for a GPU")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default checkpoints/<preset>)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
@@ -638,7 +726,8 @@ def _parse(argv: Sequence[str] | None) -> tuple[Preset, argparse.Namespace]:
     for f in dataclasses.fields(Preset):
         if f.name == "name":
             continue
-        kind = {"int": int, "float": float, "bool": parse_bool, "int | None": int, "float | None": float}[str(f.type)]
+        kind = {"int": int, "float": float, "bool": parse_bool, "str": str, "int | None": int,
+                "float | None": float}[str(f.type)]
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
                             help=f"override the preset's {f.name}")
     args = parser.parse_args(argv)

@@ -22,6 +22,8 @@ reference is used and the table says why. Your files are only read. See
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import queue
@@ -41,9 +43,9 @@ from torch import nn
 from course_utils.course.chapters import WORK_DIR
 from course_utils.yours.catalogue import catalogue, chapter_of
 from course_utils.yours.resolve import (CHECK_SECONDS, REFERENCE, YOURS, ChapterResult, Missing, Resolver,
-                                        reference_object)
+                                        failure_reason, reference_object)
 
-__all__ = ["Pieces", "whose", "whose_model", "your_pieces"]
+__all__ = ["Pieces", "this_notebook", "whose", "whose_model", "your_pieces"]
 
 #: Set to a folder to use it as the workspace (tests do); default: ``work/`` of the course.
 WORKSPACE_ENV = "COURSE_WORKSPACE"
@@ -69,10 +71,12 @@ class Pieces(tuple):
     rows: tuple[Row, ...]
     notes: tuple[str, ...]
     seconds: float
+    title: str
 
-    def __new__(cls, objects: Iterable[Any], rows: Iterable[Row], notes: Iterable[str], seconds: float):
+    def __new__(cls, objects: Iterable[Any], rows: Iterable[Row], notes: Iterable[str], seconds: float,
+                title: str = "Pieces from earlier chapters"):
         self = super().__new__(cls, objects)
-        self.rows, self.notes, self.seconds = tuple(rows), tuple(notes), seconds
+        self.rows, self.notes, self.seconds, self.title = tuple(rows), tuple(notes), seconds, title
         return self
 
     @property
@@ -82,7 +86,7 @@ class Pieces(tuple):
     def table(self) -> str:
         width = max([len(row.name) for row in self.rows] + [5])
         mine = sum(row.whose == YOURS for row in self.rows)
-        lines = [f"Pieces from earlier chapters: {mine} of {len(self.rows)} yours ({self.seconds:.1f} s)"]
+        lines = [f"{self.title}: {mine} of {len(self.rows)} yours ({self.seconds:.1f} s)"]
         for row in self.rows:
             mark = "✓ yours    " if row.whose == YOURS else "  reference"
             text = f"  {row.name:<{width}}  {mark}  {row.chapter}"
@@ -240,6 +244,39 @@ def your_pieces(*names: str, reference: Iterable[str] | bool = (), show: bool = 
     if show:
         print(pieces.table())
     return pieces
+
+
+def this_notebook(pieces: dict[str, Any], show: bool = True) -> Pieces:
+    """This notebook's own exercises where they pass the visible part of their grade cells, the reference
+    otherwise, with the same table as :func:`your_pieces`.
+
+    A chapter that goes on to use what the student just wrote (chapter 12 trains a translator on the
+    student's tokenizer) calls it with ``{"learn_merges": learn_merges, ...}``: a piece that fails its
+    check is replaced by the answer key, and the table says why, so the run never stops on it.
+    """
+    from course_utils import checks
+
+    start = time.perf_counter()
+    objects, rows = [], []
+    for name, obj in pieces.items():
+        chapter = chapter_of(name)
+        if chapter is None or reference_object(name) is None:
+            raise ValueError(f"this_notebook: no chapter's exercise is called {name}")
+        cells = [cell for cell in catalogue()[chapter].grade_cells if name in cell.names]
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                for cell in cells:
+                    exec(compile(cell.source, f"<grade cell {cell.grade_id}>", "exec"), {"checks": checks, name: obj})
+        except Exception as error:  # noqa: BLE001 - any failure means: use the reference, say why
+            objects.append(reference_object(name))
+            rows.append(Row(name, chapter, REFERENCE, failure_reason(error)))
+        else:
+            objects.append(obj)
+            rows.append(Row(name, chapter, YOURS, ""))
+    result = Pieces(objects, rows, (), time.perf_counter() - start, title="Your exercises of this chapter")
+    if show:
+        print(result.table())
+    return result
 
 
 def _target(obj: Any) -> Any:
