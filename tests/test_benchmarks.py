@@ -90,3 +90,16 @@ def test_a_benchmark_runs_as_a_file_too(script: str) -> None:
     result = subprocess.run([sys.executable, f"benchmarks/{script}.py", "--help"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--tiny" in result.stdout, result.stderr
+
+
+def test_gpt_subwords_compares_both_units_in_bits_per_character(capsys) -> None:
+    from benchmarks import gpt_subwords
+
+    assert gpt_subwords.main(["--tiny", "--seeds", "1"]) == 0
+    output = capsys.readouterr().out
+    rows = table_rows(output)
+    assert [row[0] for row in rows[1:]] == ["characters", "subwords"]
+    chars_per_id = {row[0]: number(row[3]) for row in rows[1:]}
+    assert chars_per_id["characters"] == 1.0 and chars_per_id["subwords"] > 1.2
+    assert all(0 < number(row[-1]) < 10 for row in rows[1:])
+    assert "characters: mean" in output and "subwords: mean" in output

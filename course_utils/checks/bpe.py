@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -228,6 +229,8 @@ def _with_cpu_limit(seconds: float, run: Callable[[], Any]) -> Any:
     def ring(signum: int, frame: Any) -> None:
         raise _TimeUp()
 
+    if threading.current_thread() is not threading.main_thread():
+        return run()  # signals reach the main thread only: no limit here
     previous = signal.signal(signal.SIGPROF, ring)
     signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
