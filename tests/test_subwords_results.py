@@ -53,3 +53,13 @@ def test_results_quote_the_notebooks_committed_scores() -> None:
     unk = re.search(r"translations containing <unk>:\s+(\d+)", printed).group(1)
     section = _section((ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8"), "## 12.")
     assert f"greedy BLEU (1) {bleu}, sacreBLEU {sacre}, {unk} translations with `<unk>`" in section
+
+
+def test_results_show_the_gpt_runs_in_bits_per_character() -> None:
+    runs = json.loads((ROOT / "benchmarks" / "gpt_subwords.json").read_text(encoding="utf-8"))
+    section = _section((ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8"), "## 12.")
+    for run in runs:
+        row = (f"| {run['units']} | {run['seed']} | {run['vocab_size']:,} | {run['chars_per_id']:.2f} | {run['steps']:,} "
+               f"| {run['train_seconds']:.0f} | {run['val_bits_per_char']:.3f} |")
+        assert row in section, row
+    assert {run["units"] for run in runs} == {"characters", "subwords"} and len({run["seed"] for run in runs}) >= 2
