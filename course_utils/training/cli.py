@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,7 +19,7 @@ import torch
 from course_utils.training import distributed
 from course_utils.notebook.device import cpu_name
 
-__all__ = ["hardware_info", "library_versions", "parse_bool"]
+__all__ = ["hardware_info", "library_versions", "parse_bool", "parse_with_presets"]
 
 
 def parse_bool(text: str) -> bool:
@@ -52,3 +54,20 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+#: The option type of each preset field's annotation.
+_OPTION_TYPES = {"int": int, "float": float, "bool": parse_bool, "str": str, "int | None": int, "float | None": float}
+
+
+def parse_with_presets(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                       presets: Mapping[str, Any]) -> tuple[Any, argparse.Namespace]:
+    """Add an ``--<field>`` override for every field of the presets' dataclass (but ``name``), parse
+    ``argv`` and return the preset named by ``--preset`` with the given overrides applied, and the args."""
+    fields = [f for f in dataclasses.fields(next(iter(presets.values()))) if f.name != "name"]
+    for f in fields:
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=_OPTION_TYPES[str(f.type)], default=None,
+                            help=f"override the preset's {f.name}")
+    args = parser.parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in fields if getattr(args, f.name) is not None}
+    return dataclasses.replace(presets[args.preset], **overrides), args

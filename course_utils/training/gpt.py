@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from course_utils.training import distributed
-from course_utils.training.cli import hardware_info, library_versions, parse_bool
+from course_utils.training.cli import hardware_info, library_versions, parse_with_presets
 from course_utils.data.shakespeare import encode_splits, load_shakespeare
 from course_utils.notebook.device import default_device
 from course_utils.reference.gpt import GPT, CharTokenizer, generate_cached, get_batch
@@ -415,16 +415,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[GPTPreset, argparse.Namespace]:
     parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MINUTES, metavar="MIN",
                         help="under torchrun: how long a process waits for the others at each step before "
                              f"giving up (default {distributed.DEFAULT_TIMEOUT_MINUTES:g} minutes)")
-    for f in dataclasses.fields(GPTPreset):
-        if f.name == "name":
-            continue
-        kind = {"int": int, "float": float, "bool": parse_bool, "float | None": float}[str(f.type)]
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
-                            help=f"override the preset's {f.name}")
-    args = parser.parse_args(argv)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(GPTPreset)
-                 if f.name != "name" and getattr(args, f.name) is not None}
-    return dataclasses.replace(PRESETS[args.preset], **overrides), args
+    return parse_with_presets(parser, argv, PRESETS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

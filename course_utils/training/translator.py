@@ -62,7 +62,7 @@ from course_utils.training import distributed
 from course_utils.data.batching import EncodedSplit, TokenBatches, encode_split
 from course_utils.data.multi30k import Multi30k, ParallelSplit, load_multi30k
 from course_utils.data.vocab import PAD_IDX, Vocab
-from course_utils.training.cli import hardware_info, library_versions, parse_bool
+from course_utils.training.cli import hardware_info, library_versions, parse_with_presets
 from course_utils.notebook.device import default_device
 from course_utils.reference.bpe import TOKENIZER_FORMAT, BPETokenizer, train_tokenizer
 from course_utils.reference.label_smoothing import LabelSmoothingLoss
@@ -723,17 +723,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[Preset, argparse.Namespace]:
     parser.add_argument("--bleu-every-epoch", type=int, default=0, metavar="N",
                         help="after every epoch, record the BLEU of the first N validation sentences "
                              "(greedy; not counted as training time); default 0: off")
-    for f in dataclasses.fields(Preset):
-        if f.name == "name":
-            continue
-        kind = {"int": int, "float": float, "bool": parse_bool, "str": str, "int | None": int,
-                "float | None": float}[str(f.type)]
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
-                            help=f"override the preset's {f.name}")
-    args = parser.parse_args(argv)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Preset)
-                 if f.name != "name" and getattr(args, f.name) is not None}
-    return dataclasses.replace(PRESETS[args.preset], **overrides), args
+    return parse_with_presets(parser, argv, PRESETS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
